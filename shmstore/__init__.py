@@ -1,0 +1,55 @@
+"""shmstore: share bytes between processes while they are still being produced.
+
+A producer writes byte ranges of a named resource at any offset; consumers in other processes
+attach by name, block in ``wait_range(start, end)`` until those bytes land, and read them
+without copying::
+
+    import shmstore
+    w = shmstore.create("job-42", capacity=1 << 30)
+    w.write_at(0, b"hello")
+    r = shmstore.open("job-42")                 # in any process
+    r.wait_range(0, 5)                          # -> WaitOutcome.READY
+    r.read(0, 5)                                # -> b"hello"
+"""
+
+from .core.lifecycle import ResourceStatus, WaitOutcome
+from .errors import (
+    Cancelled,
+    CorruptResource,
+    InvalidName,
+    InvalidRange,
+    ReadOnlyError,
+    ResourceClosed,
+    ResourceExists,
+    ResourceFailed,
+    ResourceNotFound,
+    StorageError,
+    StorageFull,
+    TmpClaimed,
+    WriterDied,
+)
+from .resource import CancelToken, Resource, create, open
+
+__all__ = [
+    "CancelToken",
+    "Cancelled",
+    "CorruptResource",
+    "InvalidName",
+    "InvalidRange",
+    "ReadOnlyError",
+    "Resource",
+    "ResourceClosed",
+    "ResourceExists",
+    "ResourceFailed",
+    "ResourceNotFound",
+    "ResourceStatus",
+    "StorageError",
+    "StorageFull",
+    "TmpClaimed",
+    "WaitOutcome",
+    "WriterDied",
+    "create",
+    "open",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""RangeSet: a set of half-open byte ranges ``[start, end)``, kept merged and sorted.
+
+Each process keeps its view of a resource's coverage in one of these. Adjacent and
+overlapping ranges merge, so the set holds the fewest disjoint ranges that cover the same
+bytes. Queries are O(log n) in the number of disjoint ranges (``sortedcontainers``), so the
+cost of ``covers`` stays flat as coverage fragments to millions of ranges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from sortedcontainers import SortedDict
+
+__all__ = ["RangeSet", "merge_ranges"]
+
+
+def merge_ranges(pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort and merge ``(start, end)`` pairs; empty pairs are dropped. O(n log n)."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(p for p in pairs if p[0] < p[1]):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+class RangeSet:
+    """Disjoint, non-adjacent ranges keyed by start (``start -> end``)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, pairs: Iterable[tuple[int, int]] = ()) -> None:
+        self._d: SortedDict = SortedDict(merge_ranges(pairs))
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._d.items())
+
+    def __repr__(self) -> str:
+        items = list(self._d.items())
+        shown = ", ".join(f"[{s}, {e})" for s, e in items[:8])
+        more = f", ... ({len(items)} ranges)" if len(items) > 8 else ""
+        return f"RangeSet({shown}{more})"
+
+    def clear(self) -> None:
+        self._d.clear()
+
+    def add(self, start: int, end: int) -> None:
+        """Add ``[start, end)``, merging with overlapping and adjacent ranges. O(log n + k)."""
+        if start >= end:
+            return
+        d = self._d
+        i = d.bisect_right(start) - 1
+        if i >= 0:
+            s0, e0 = d.peekitem(i)
+            if e0 >= start:
+                if e0 >= end:
+                    return
+                start = s0
+        # Absorb every range that starts inside [start, end].
+        j = d.bisect_right(end)
+        first = i if i >= 0 and d.peekitem(i)[0] == start else i + 1
+        if first < j:
+            last_end = d.peekitem(j - 1)[1]
+            if last_end > end:
+                end = last_end
+            for k in d.keys()[first:j]:
+                del d[k]
+        d[start] = end
+
+    def covers(self, start: int, end: int) -> bool:
+        """True when every byte of ``[start, end)`` is in the set (empty ranges: always)."""
+        if start >= end:
+            return True
+        d = self._d
+        i = d.bisect_right(start) - 1
+        if i < 0:
+            return False
+        return bool(d.peekitem(i)[1] >= end)
+
+    def first_gap(self, start: int, limit: int) -> tuple[int, int] | None:
+        """The first uncovered range inside ``[start, limit)``, or None when it is all covered."""
+        if start >= limit:
+            return None
+        d = self._d
+        i = d.bisect_right(start) - 1
+        if i >= 0:
+            e0 = d.peekitem(i)[1]
+            if e0 > start:
+                start = e0
+                if start >= limit:
+                    return None
+        j = d.bisect_right(start)
+        gap_end = d.peekitem(j)[0] if j < len(d) else limit
+        return (start, min(gap_end, limit))
+
+    def covered_prefix(self, start: int) -> int:
+        """The end of the covered run that contains ``start`` (``start`` itself if uncovered)."""
+        d = self._d
+        i = d.bisect_right(start) - 1
+        if i >= 0:
+            e0 = d.peekitem(i)[1]
+            if e0 > start:
+                return int(e0)
+        return start
+
+    def extent(self) -> int:
+        """The end of the highest range (0 when empty)."""
+        if not self._d:
+            return 0
+        return int(self._d.peekitem(-1)[1])
+
+    def total(self) -> int:
+        """The number of covered bytes."""
+        return sum(e - s for s, e in self._d.items())
+
+    def _check(self) -> None:
+        """Invariant checker: sorted, non-empty, disjoint and non-adjacent ranges."""
+        prev_end = -1
+        for s, e in self._d.items():
+            assert s < e, f"empty range [{s}, {e})"
+            assert s > prev_end, f"range [{s}, {e}) touches or overlaps the previous one"
+            prev_end = e

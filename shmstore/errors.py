@@ -1,0 +1,144 @@
+"""The shmstore error tree.
+
+Every error a caller can meet derives from :class:`StorageError`::
+
+    StorageError
+    ├── InvalidRange            (also ValueError)   a bad offset, size or range; nothing was touched
+    ├── InvalidName             (also ValueError)   a resource name shmstore cannot use
+    ├── ResourceFailed          the resource failed; ``.reason`` says why, in every process
+    │   └── WriterDied          the last writer exited or closed before commit
+    ├── Cancelled               the resource, or this one wait, was cancelled
+    ├── TmpClaimed              a live writer holds the temp file of a crash-safe resource
+    ├── ReadOnlyError           a write or lifecycle change through a read-only handle, or after commit
+    ├── ResourceNotFound        (also FileNotFoundError)   no resource of that name
+    ├── ResourceExists          (also FileExistsError)     a resource of that name already exists
+    ├── CorruptResource         a control block, journal or file that is not a valid shmstore object
+    ├── StorageFull             no room in /dev/shm (or on disk) for the requested bytes
+    └── ResourceClosed          the handle was closed
+
+Timeouts raise the built-in :class:`TimeoutError`.
+
+Errors cross processes (a worker's failure reaches its parent through ``pickle``), so each
+keeps its data in ``args`` in constructor order: default exception pickling re-creates it.
+Foreign errors (``OSError``, ``posix_ipc`` errors) are translated at the edge modules of
+``shmstore.ipc``, ``from`` the original.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Cancelled",
+    "CorruptResource",
+    "InvalidName",
+    "InvalidRange",
+    "ReadOnlyError",
+    "ResourceClosed",
+    "ResourceExists",
+    "ResourceFailed",
+    "ResourceNotFound",
+    "StorageError",
+    "StorageFull",
+    "TmpClaimed",
+    "WriterDied",
+]
+
+
+class StorageError(Exception):
+    """Base of every shmstore error."""
+
+
+class InvalidRange(StorageError, ValueError):
+    """A range, offset or size that shmstore refuses: reversed, negative, or past 2**63.
+
+    Raised before any memory is touched.
+    """
+
+    def __init__(self, start: int, end: int, why: str = "invalid range") -> None:
+        super().__init__(start, end, why)
+        self.start = start
+        self.end = end
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.why}: [{self.start}, {self.end})"
+
+
+class InvalidName(StorageError, ValueError):
+    """A resource name that is empty, too long (255 UTF-8 bytes at most) or contains NUL."""
+
+    def __init__(self, name: object, why: str) -> None:
+        super().__init__(name, why)
+        self.name = name
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"invalid resource name {self.name!r}: {self.why}"
+
+
+class ResourceFailed(StorageError):
+    """The resource was failed by a writer; ``reason`` is the writer's message.
+
+    Every wait and read on the resource raises it, in every process, until a writer
+    reactivates the resource.
+    """
+
+    def __init__(self, reason: str, name: str = "") -> None:
+        super().__init__(reason, name)
+        self.reason = reason
+        self.name = name
+
+    def __str__(self) -> str:
+        where = f"{self.name!r}: " if self.name else ""
+        return f"{where}resource failed: {self.reason}"
+
+
+class WriterDied(ResourceFailed):
+    """No writer is left (killed, exited or closed) and the waited-for bytes are not there.
+
+    The resource itself stays active: bytes already covered stay readable, and a new writer
+    (``shmstore.open(name, mode="r+")``) can resume it.
+    """
+
+
+class Cancelled(StorageError):
+    """The wait's own cancel token fired, or the resource was cancelled."""
+
+
+class TmpClaimed(StorageError):
+    """A live writer holds the claim on ``path`` (the temp file of a crash-safe resource)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"temp file is claimed by a live writer: {self.path}"
+
+
+class ReadOnlyError(StorageError):
+    """A write, commit, fail, cancel or reactivate through a read-only handle, or a write to a
+    committed resource that was not reactivated."""
+
+
+class ResourceNotFound(StorageError, FileNotFoundError):
+    """No resource of that name (or path) exists."""
+
+
+class ResourceExists(StorageError, FileExistsError):
+    """A resource of that name (or path) already exists."""
+
+
+class CorruptResource(StorageError):
+    """A control block, journal or data file that is not a valid shmstore object: wrong magic,
+    unknown version, truncated, or fields that contradict each other."""
+
+
+class StorageFull(StorageError):
+    """There is not enough room (``/dev/shm`` or the file system) for the requested bytes.
+
+    Raised instead of letting the process die of SIGBUS on a later page fault.
+    """
+
+
+class ResourceClosed(StorageError):
+    """The handle was closed; open the resource again to keep using it."""

@@ -1,0 +1,1500 @@
+"""Resource: a named byte resource shared by processes while it is being written.
+
+Theory of operation
+===================
+
+State shared by every process (``core.layout``): the control block holds the lifecycle
+words (behind a seqlock), one slot per writer (its coverage ring, see ``core.ring``) and one
+slot per parked waiter. Each process keeps its own view of the coverage in a ``RangeSet`` and
+brings it up to date by draining the writers' rings.
+
+Locks (``ipc.locks``, open-file-description byte-range locks on the control file)
+    * the **meta lock** serialises the rare updates: lifecycle changes, writer and waiter
+      registration, growth. Holders keep it for microseconds; the kernel releases it if the
+      holder dies. Lifecycle words are written inside a seqlock (``LIFE_SEQ`` odd while they
+      change) so readers never lock; a seqlock left odd by a holder that died is repaired by
+      the next holder of the meta lock.
+    * each **writer** holds the lock byte of its slot for its whole life: "is any writer
+      alive?" is one ``F_OFD_GETLK`` on the writer bytes, answered by the kernel.
+    * each **parked waiter** holds the lock byte of its waiter slot, so a slot whose owner
+      died is reclaimed.
+
+Publishing a write (writer)::
+
+    bytes -> journal entry -> ring entry -> head        (core.ring, single producer per slot)
+    full barrier                                         (ipc.semaphores.full_barrier)
+    mask = WAITERS_MASK; for each waiter slot in mask whose [start, end) overlaps the write
+    and whose TOKEN != POSTED: POSTED = TOKEN, post its semaphore
+
+Parking (waiter)::
+
+    claim a waiter slot (meta lock): START, END; create its semaphore; set its mask bit
+    loop:
+        TOKEN += 1                  (announce "I am about to sleep")
+        full barrier
+        drain the rings, re-read the lifecycle: satisfied -> return
+        no live writer and the bytes are missing -> WriterDied
+        sleep on the semaphore, at most SAFETY_NET seconds
+
+No lost wake-up (the Dekker race): the writer stores ``head`` then loads the waiter's token;
+the waiter stores its token then loads ``head``; each passes a full barrier in between, so
+at least one of them sees the other's store: either the waiter sees the new coverage and does
+not sleep, or the writer sees the new token and posts. The ``TOKEN``/``POSTED`` pair gives
+each sleep a fresh token, so a second partial write still wakes a waiter whose range is not
+whole yet, and a waiter is posted at most once per sleep by the writers that see it. The
+bounded sleep is the safety net: it re-checks coverage and probes writer liveness (a killed
+writer posts nobody), so a waiter notices writer death within ``SAFETY_NET`` seconds while an
+idle waiter wakes only a few times a second.
+
+Lifecycle changes (commit, fail, cancel, reactivate, interrupt, a writer's close) post every
+parked waiter.
+
+Generations: ``reactivate`` of a committed resource starts a new generation of the data
+(a copy of the committed bytes, in a new segment or staged file). Readers keep reading the
+committed generation until ``commit`` publishes the new one, so a rewrite never tears a read;
+waits on bytes outside the committed generation block until that commit.
+
+Fork: a child inherits the parent's descriptors, and with them the parent's writer lock. The
+``after_in_child`` hook closes every inherited descriptor of every live handle (the parent's
+locks stay the parent's) and the handle re-attaches on its next use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from .core import layout as L
+from .core.lifecycle import Event, ResourceStatus, State, WaitOutcome, is_noop, transition
+from .core.ranges import RangeSet
+from .core.ring import SlotCursor, SlotPublisher
+from .errors import (
+    Cancelled,
+    CorruptResource,
+    InvalidRange,
+    ReadOnlyError,
+    ResourceClosed,
+    ResourceExists,
+    ResourceFailed,
+    ResourceNotFound,
+    StorageError,
+    WriterDied,
+)
+from .ipc import locks
+from .ipc.segments import (
+    DirNamespace,
+    MemNamespace,
+    Namespace,
+    ShmNamespace,
+    map_segment,
+    reserve,
+    segment_size,
+)
+from .ipc.semaphores import Waker, full_barrier
+
+__all__ = ["CancelToken", "Resource", "create", "open"]
+
+Backend = Literal["shm", "mmap", "mem"]
+
+DEFAULT_CAPACITY = 1 << 20
+SAFETY_NET = 0.2  # seconds a parked waiter sleeps before it re-checks and probes liveness
+_PAGE = mmap.PAGESIZE
+_MAX = L.MAX_OFFSET
+_FULL_MASK = (1 << L.N_WAITERS) - 1
+
+
+def _page_up(n: int) -> int:
+    return max(_PAGE, (n + _PAGE - 1) // _PAGE * _PAGE)
+
+
+def _check_range(start: int, end: int) -> None:
+    if start < 0 or end < start or end > _MAX:
+        why = "reversed range" if end < start else "range outside [0, 2**63)"
+        raise InvalidRange(start, end, why)
+
+
+class CancelToken:
+    """Cancels the waits it is passed to (``wait_range(..., cancel=token)``) and only those.
+
+    ``cancel()`` may be called from any thread; it wakes the waiting thread at once.
+    """
+
+    __slots__ = ("_cancelled", "_lock", "_wakers")
+
+    def __init__(self) -> None:
+        self._cancelled = False
+        self._lock = threading.Lock()
+        self._wakers: list[Waker] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            wakers = list(self._wakers)
+        for w in wakers:
+            w.post()
+
+    def _add(self, w: Waker) -> None:
+        with self._lock:
+            self._wakers.append(w)
+            if not self._cancelled:
+                return
+        w.post()
+
+    def _remove(self, w: Waker) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._wakers.remove(w)
+
+
+_LIVE: weakref.WeakSet[Resource] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for r in list(_LIVE):
+        r._drop_inherited()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Resource:
+    """A handle on a shared byte resource. Make one with ``shmstore.create`` or
+    ``shmstore.open``; it is a context manager, and ``close()`` is idempotent.
+
+    A handle may be used from several threads. Writes through one handle are serialised.
+    """
+
+    # Class-level defaults make close() safe on a half-built handle.
+    _closed = True
+    _ctrl_fd = -1
+    _ctrl_map: mmap.mmap | None = None
+    _w: memoryview | None = None
+    _slot: int | None = None
+
+    def __init__(self, ns: Namespace, *, writable: bool, _creating: dict[str, Any] | None = None,
+                 _static_len: int | None = None) -> None:
+        self._ns = ns
+        self._writable = writable
+        self._tlock = threading.RLock()
+        self._pid = os.getpid()
+        self._forked = False
+        self._static = _static_len is not None
+        self._cov = RangeSet()
+        self._cursors: dict[int, SlotCursor] = {}
+        self._journals: dict[tuple[int, int], tuple[mmap.mmap, memoryview]] = {}
+        self._wjournal: tuple[mmap.mmap, memoryview] | None = None
+        self._wakers: dict[int, Waker] = {}
+        self._pub: SlotPublisher | None = None
+        self._pub_gen = -1
+        self._rmap: mmap.mmap | None = None
+        self._rview: memoryview | None = None
+        self._rsize = 0
+        self._rgen = -1
+        self._wmap: mmap.mmap | None = None
+        self._wview: memoryview | None = None
+        self._wsize = 0
+        self._wgen = -1
+        self._wfd = -1
+        self._rfd = -1
+        self._old_maps: list[mmap.mmap] = []
+        self._life_seq = -1
+        self._status = State.ACTIVE
+        self._final_len = 0
+        self._final_given = False
+        self._data_gen = 0
+        self._write_gen = 0
+        self._capacity = 0
+        self._data_capacity = 0
+        self._frozen_len = 0
+        self._reason = ""
+        self._my_waiters: set[int] = set()
+        self._on_write: list[Callable[[int, int], None]] = []
+        self._on_commit: list[Callable[[int], None]] = []
+        self._listeners: list[Callable[[int, int], None]] = []
+        self._closed = False
+        try:
+            if _static_len is not None:
+                self._attach_static(_static_len)
+            elif _creating is not None:
+                self._create(**_creating)
+            else:
+                self._attach()
+        except BaseException:
+            self._closed = True
+            raise
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ construction
+    def _create(self, capacity: int, created_ns: int) -> None:
+        ns = self._ns
+        fd = ns.open("c", create=True, exclusive=True)
+        self._ctrl_fd = fd
+        try:
+            locks.lock(fd, L.LOCK_META)
+            reserve(fd, L.CTRL_SIZE, f"control block of {ns.label!r}")
+            self._map_ctrl()
+            w = self._words
+            L.init_block(w, ns.kind, getattr(ns, "name", "") or getattr(ns, "path", ""), created_ns)
+            w[L.W_MAGIC] = 0  # set again last, once the resource is whole
+            cap = _page_up(capacity)
+            dfd = ns.open(ns.data_suffix(0, staged=False), create=True, exclusive=True)
+            try:
+                reserve(dfd, cap, f"data of {ns.label!r}")
+            finally:
+                os.close(dfd)
+            w[L.W_CAPACITY] = cap
+            w[L.W_DATA_CAPACITY] = cap
+            if isinstance(ns, DirNamespace):
+                w[L.W_DATA_INO] = os.stat(ns.path).st_ino
+            w[L.W_LIFE_SEQ] = 2
+            w[L.W_MAGIC] = L.MAGIC
+            locks.try_lock(fd, L.LOCK_ATTACH, exclusive=False)
+            self._claim_writer_slot()
+        except BaseException:
+            self._release_fds()
+            ns.unlink_all()  # ours: we created the control block exclusively
+            raise
+        finally:
+            if self._ctrl_fd >= 0:
+                locks.unlock(self._ctrl_fd, L.LOCK_META)
+        self._sync_life()
+
+    def _attach(self) -> None:
+        ns = self._ns
+        self._ctrl_fd = ns.open("c", create=False)
+        try:
+            for attempt in range(100):
+                locks.lock(self._ctrl_fd, L.LOCK_META)
+                try:
+                    size = segment_size(self._ctrl_fd)
+                    if size >= L.CTRL_SIZE:
+                        if self._ctrl_map is None:
+                            self._map_ctrl()
+                        if self._words[L.W_MAGIC] != 0 or attempt == 99:
+                            L.validate_block(self._words, size)
+                            locks.try_lock(self._ctrl_fd, L.LOCK_ATTACH, exclusive=False)
+                            if self._writable:
+                                self._claim_writer_slot()
+                            break
+                    elif attempt == 99:
+                        raise CorruptResource(
+                            f"control block of {ns.label!r} is {size} bytes: its creator died"
+                        )
+                finally:
+                    locks.unlock(self._ctrl_fd, L.LOCK_META)
+                time.sleep(0.01)  # a creator between shm_open and taking the meta lock
+            self._repair_life_if_torn()
+            self._sync_life()
+        except BaseException:
+            self._release_fds()
+            raise
+
+    def _attach_static(self, length: int) -> None:
+        """A plain file opened read-only: committed, never changes, needs no shared state."""
+        self._ctrl_map = mmap.mmap(-1, L.CTRL_SIZE)
+        self._w = memoryview(self._ctrl_map).cast("Q")
+        w = self._w
+        L.init_block(w, "mmap", self._ns.label, 0)
+        w[L.W_STATUS] = State.COMMITTED
+        w[L.W_FINAL_LEN] = length
+        w[L.W_FINAL_GIVEN] = 1
+        w[L.W_CAPACITY] = w[L.W_DATA_CAPACITY] = length
+        w[L.W_LIFE_SEQ] = 2
+        self._sync_life()
+
+    def _map_ctrl(self) -> None:
+        self._ctrl_map = map_segment(self._ctrl_fd, L.CTRL_SIZE, writable=True)
+        self._w = memoryview(self._ctrl_map).cast("Q")
+
+    @property
+    def _words(self) -> memoryview:
+        w = self._w
+        if w is None:
+            raise ResourceClosed(f"resource {self._ns.label!r} is closed")
+        return w
+
+    # ------------------------------------------------------------------ meta lock
+    @contextlib.contextmanager
+    def _meta(self) -> Iterator[memoryview]:
+        with self._tlock:
+            w = self._live_words()
+            if self._static:
+                yield w
+                return
+            locks.lock(self._ctrl_fd, L.LOCK_META)
+            try:
+                if w[L.W_LIFE_SEQ] & 1:
+                    w[L.W_LIFE_SEQ] += 1  # the previous holder died mid-update
+                yield w
+            finally:
+                locks.unlock(self._ctrl_fd, L.LOCK_META)
+
+    def _repair_life_if_torn(self) -> None:
+        with self._meta():
+            pass
+
+    @contextlib.contextmanager
+    def _life_update(self, w: memoryview) -> Iterator[None]:
+        """Seqlock write section; call with the meta lock held."""
+        w[L.W_LIFE_SEQ] += 1
+        try:
+            yield
+        finally:
+            w[L.W_LIFE_SEQ] += 1
+
+    # ------------------------------------------------------------------ lifecycle view
+    def _live_words(self) -> memoryview:
+        if self._forked:
+            self._reattach()
+        w = self._w
+        if w is None or self._closed:
+            raise ResourceClosed(f"resource {self._ns.label!r} is closed")
+        return w
+
+    def _sync_life(self) -> None:
+        """Reload the lifecycle words if they changed (one load when they did not)."""
+        w = self._words
+        seq = w[L.W_LIFE_SEQ]
+        if seq == self._life_seq:
+            return
+        spins = 0
+        while True:
+            s1 = w[L.W_LIFE_SEQ]
+            if s1 & 1:
+                spins += 1
+                if spins > 200:
+                    self._repair_life_if_torn()
+                    spins = 0
+                else:
+                    os.sched_yield()
+                continue
+            status = w[L.W_STATUS]
+            final_len = w[L.W_FINAL_LEN]
+            final_given = w[L.W_FINAL_GIVEN]
+            data_gen = w[L.W_DATA_GEN]
+            write_gen = w[L.W_WRITE_GEN]
+            capacity = w[L.W_CAPACITY]
+            data_capacity = w[L.W_DATA_CAPACITY]
+            frozen = w[L.W_FROZEN_LEN]
+            reason = L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX) if status == 2 else ""
+            if w[L.W_LIFE_SEQ] == s1:
+                break
+        if status > 3:
+            raise CorruptResource(f"status word {status} of {self._ns.label!r} is out of range")
+        self._status = State(status)
+        self._final_len = final_len
+        self._final_given = bool(final_given)
+        self._capacity = capacity
+        self._data_capacity = data_capacity
+        self._frozen_len = frozen
+        self._reason = reason
+        self._write_gen = write_gen
+        if data_gen != self._data_gen or self._life_seq < 0:
+            self._cov = RangeSet()
+            self._cursors.clear()
+        self._data_gen = data_gen
+        self._life_seq = s1
+
+    def _refresh(self) -> None:
+        """Bring the local coverage view up to date: lifecycle words, then every ring."""
+        self._sync_life()
+        if self._static or self._write_gen != self._data_gen:
+            return  # static, or a rewrite: readers see the frozen committed generation
+        w = self._words
+        used = w[L.W_USED_MASK]
+        gen = self._data_gen
+        add = self._add_range
+        while used:
+            low = used & -used
+            slot = low.bit_length() - 1
+            used ^= low
+            if w[L.slot_word(slot, L.S_CGEN)] != gen:
+                continue
+            cur = self._cursors.get(slot)
+            if cur is None:
+                cur = self._cursors[slot] = SlotCursor(slot)
+            if cur.pending(w):
+                cur.drain(w, add, self._open_journal)
+
+    def _add_range(self, start: int, end: int) -> None:
+        self._cov.add(start, end)
+        for fn in self._listeners:
+            fn(start, end)
+
+    def _open_journal(self, slot: int, gen: int) -> memoryview | None:
+        key = (slot, gen)
+        hit = self._journals.get(key)
+        if hit is not None:
+            return hit[1]
+        try:
+            fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=False)
+        except ResourceNotFound:
+            return None
+        try:
+            size = segment_size(fd)
+            if size < L.JOURNAL_HEADER:
+                return None  # being created: the writer has not published it yet
+            m = map_segment(fd, size, writable=False)
+        finally:
+            os.close(fd)
+        view = memoryview(m).cast("Q")
+        # Forget journals of the slot we will not read again.
+        for k in [k for k in self._journals if k[0] == slot]:
+            self._release_map(self._journals.pop(k))
+        self._journals[key] = (m, view)
+        return view
+
+    def _create_journal(self, slot: int, gen: int, capacity: int) -> memoryview:
+        """The writer's side: a fresh journal segment (truncating a leftover of a writer of
+        this slot that died between creating and publishing it)."""
+        fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=True, truncate=True)
+        try:
+            reserve(fd, L.journal_size(capacity), f"journal of {self._ns.label!r}")
+            m = map_segment(fd, L.journal_size(capacity), writable=True)
+        finally:
+            os.close(fd)
+        return self._keep_wjournal(m)
+
+    def _open_wjournal(self, slot: int, gen: int) -> memoryview | None:
+        """The writer's side: map an existing journal of our slot writable (a resume)."""
+        try:
+            fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=False)
+        except ResourceNotFound:
+            return None
+        try:
+            m = map_segment(fd, segment_size(fd), writable=True)
+        finally:
+            os.close(fd)
+        return self._keep_wjournal(m)
+
+    def _keep_wjournal(self, m: mmap.mmap) -> memoryview:
+        view = memoryview(m).cast("Q")
+        if self._wjournal is not None:
+            self._release_map(self._wjournal)
+        self._wjournal = (m, view)
+        return view
+
+    def _drop_journal(self, slot: int, gen: int) -> None:
+        self._ns.unlink(f"j{slot:x}_{gen & 0xFFFF:04x}")
+
+    # ------------------------------------------------------------------ writer slots
+    def _claim_writer_slot(self) -> None:
+        """Take a free writer slot (meta lock held). Prefers a used slot whose writer is gone,
+        so its coverage is continued rather than a new journal started."""
+        w = self._words
+        used = w[L.W_USED_MASK]
+        order = sorted(range(L.N_WRITERS), key=lambda i: not (used >> i) & 1)
+        for slot in order:
+            if locks.try_lock(self._ctrl_fd, L.LOCK_WRITER_BASE + slot):
+                break
+        else:
+            raise StorageError(f"{self._ns.label!r} already has {L.N_WRITERS} live writers")
+        self._slot = slot
+        w[L.slot_word(slot, L.S_PID)] = os.getpid()
+        self._pub = SlotPublisher(w, slot, self._create_journal, self._open_wjournal,
+                                  self._drop_journal)
+        gen = w[L.W_WRITE_GEN]
+        if w[L.slot_word(slot, L.S_CGEN)] != gen or not (used >> slot) & 1:
+            if (used >> slot) & 1 or w[L.slot_word(slot, L.S_HEAD)]:
+                self._pub.reset([])
+            w[L.slot_word(slot, L.S_CGEN)] = gen
+        self._pub_gen = gen
+        w[L.W_USED_MASK] = w[L.W_USED_MASK] | (1 << slot)
+
+    def _rebase_slot(self) -> None:
+        """Our slot's coverage belongs to an older generation: start it over in the new one."""
+        with self._meta() as w:
+            gen = w[L.W_WRITE_GEN]
+            assert self._pub is not None and self._slot is not None
+            if w[L.slot_word(self._slot, L.S_CGEN)] != gen:
+                self._pub.reset([])
+                w[L.slot_word(self._slot, L.S_CGEN)] = gen
+                w[L.W_USED_MASK] = w[L.W_USED_MASK] | (1 << self._slot)
+            self._pub_gen = gen
+
+    def _writer_alive(self) -> bool:
+        if self._slot is not None or self._static:
+            return True
+        return locks.probe(self._ctrl_fd, L.LOCK_WRITER_BASE, L.N_WRITERS)
+
+    # ------------------------------------------------------------------ data mappings
+    def _release_map(self, entry: tuple[mmap.mmap, memoryview]) -> None:
+        m, view = entry
+        view.release()
+        try:
+            m.close()
+        except BufferError:
+            self._old_maps.append(m)  # a user's view still points into it: unmapped on GC
+
+    def _close_map(self, m: mmap.mmap | None, view: memoryview | None) -> None:
+        if view is not None:
+            view.release()
+        if m is not None:
+            try:
+                m.close()
+            except BufferError:
+                pass  # exported views keep the mapping alive; the kernel unmaps it on GC
+
+    def _data_fd(self, gen: int, *, staged: bool, writable: bool) -> int:
+        ns = self._ns
+        fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
+        if ns.kind == "mmap" and not staged:
+            ino = self._words[L.W_DATA_INO]
+            if ino and os.fstat(fd).st_ino != ino:
+                os.close(fd)
+                raise _Retry
+        return fd
+
+    def _ensure_rmap(self, need: int) -> memoryview:
+        """A read mapping of the readable generation that covers ``[0, need)``."""
+        if self._rview is not None and self._rgen == self._data_gen and need <= self._rsize:
+            return self._rview
+        for _ in range(1000):
+            self._sync_life()
+            gen, cap = self._data_gen, self._data_capacity
+            if self._static:
+                gen, cap = 0, self._final_len
+            if self._rview is not None and self._rgen == gen and need <= self._rsize:
+                return self._rview
+            try:
+                if self._static:
+                    fd = os.open(self._ns.label, os.O_RDONLY | os.O_CLOEXEC)
+                else:
+                    fd = self._data_fd(gen, staged=False, writable=False)
+            except _Retry:
+                os.sched_yield()
+                continue
+            try:
+                size = min(cap, segment_size(fd))
+                if size < need:
+                    raise CorruptResource(
+                        f"data of {self._ns.label!r} is {size} bytes, its control block"
+                        f" promises {need}"
+                    )
+                m = map_segment(fd, size, writable=False) if size else None
+            finally:
+                os.close(fd)
+            self._close_map(self._rmap, self._rview)
+            self._rmap = m
+            self._rview = memoryview(m) if m is not None else memoryview(b"")
+            self._rsize = size
+            self._rgen = gen
+            return self._rview
+        raise CorruptResource(f"data file of {self._ns.label!r} keeps changing under us")
+
+    def _ensure_wmap(self, end: int) -> memoryview:
+        """A writable mapping of the write generation covering ``[0, end)``, growing the
+        resource (doubling) when ``end`` is past its capacity."""
+        if self._wview is not None and self._wgen == self._write_gen and end <= self._wsize:
+            return self._wview
+        if end > self._capacity or self._wgen != self._write_gen:
+            self._sync_life()
+        if end > self._capacity:
+            self._grow(end)
+        gen = self._write_gen
+        fd = self._data_fd(gen, staged=gen != self._data_gen, writable=True)
+        try:
+            size = min(self._capacity, segment_size(fd))
+            m = map_segment(fd, size, writable=True)
+        finally:
+            os.close(fd)
+        self._close_map(self._wmap, self._wview)
+        self._wmap, self._wview, self._wsize, self._wgen = m, memoryview(m), size, gen
+        if end > size:
+            raise CorruptResource(f"data of {self._ns.label!r} is smaller than its capacity")
+        return self._wview
+
+    def _grow(self, end: int) -> None:
+        with self._meta() as w:
+            cap = w[L.W_CAPACITY]
+            if end <= cap:
+                self._sync_life()
+                return
+            new = _page_up(max(end, cap * 2))
+            if new > _MAX:
+                new = _page_up(end)
+            gen = w[L.W_WRITE_GEN]
+            staged = gen != w[L.W_DATA_GEN]
+            ns = self._ns
+            fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
+            try:
+                reserve(fd, new, f"data of {ns.label!r}")
+            finally:
+                os.close(fd)
+            with self._life_update(w):
+                w[L.W_CAPACITY] = new
+                if not staged:
+                    w[L.W_DATA_CAPACITY] = new
+        self._sync_life()
+
+    # ------------------------------------------------------------------ checks
+    def _require_writer(self, what: str) -> memoryview:
+        w = self._live_words()
+        if not self._writable:
+            raise ReadOnlyError(f"{what}: {self._ns.label!r} was opened read-only")
+        if self._slot is None:  # a re-attached forked child, or static
+            raise ReadOnlyError(f"{what}: this handle holds no writer slot")
+        return w
+
+    def _raise_for_status(self) -> None:
+        st = self._status
+        if st is State.FAILED:
+            raise ResourceFailed(self._reason, self._ns.label)
+        if st is State.CANCELLED:
+            raise Cancelled(f"resource {self._ns.label!r} was cancelled")
+
+    # ------------------------------------------------------------------ writing
+    def write_at(self, offset: int, data: Any) -> None:
+        """Write ``data`` (any bytes-like object) at ``offset`` and publish the range.
+
+        Overlapping writes are allowed; the last one wins. Grows the resource (doubling)
+        when the write ends past its capacity. Does not block (beyond a growth).
+
+        Raises:
+            InvalidRange: ``offset`` negative or the end past 2**63.
+            ReadOnlyError: a read-only handle, or a committed resource not reactivated.
+            ResourceFailed, Cancelled: the resource failed or was cancelled.
+            StorageFull: growth found no room.
+        """
+        mv = memoryview(data)
+        if not mv.contiguous:
+            mv = memoryview(mv.tobytes())
+        elif mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        n = mv.nbytes
+        end = offset + n
+        if offset < 0 or end > _MAX:
+            raise InvalidRange(offset, end, "write outside [0, 2**63)")
+        if n == 0:
+            return
+        with self._tlock:
+            w = self._require_writer("write_at")
+            if w[L.W_LIFE_SEQ] != self._life_seq:
+                self._sync_life()
+            if self._status is not State.ACTIVE:
+                self._raise_for_status()
+                raise ReadOnlyError(
+                    f"{self._ns.label!r} is committed: reactivate() it before writing"
+                )
+            if self._pub_gen != self._write_gen:
+                self._rebase_slot()
+            buf = self._wview
+            if buf is None or end > self._wsize or self._wgen != self._write_gen:
+                buf = self._ensure_wmap(end)
+            buf[offset:end] = mv
+            pub = self._pub
+            assert pub is not None
+            pub.publish(offset, end)
+            full_barrier()
+            mask = w[L.W_WAITERS_MASK]
+            if mask:
+                self._wake(w, mask, offset, end)
+        for fn in self._on_write:
+            fn(offset, end)
+
+    def _wake(self, w: memoryview, mask: int, start: int, end: int) -> None:
+        """Post the waiters in ``mask`` whose range overlaps ``[start, end)``."""
+        while mask:
+            low = mask & -mask
+            i = low.bit_length() - 1
+            mask ^= low
+            base = L.waiter_word(i, 0)
+            if w[base + L.T_START] < end and start < w[base + L.T_END]:
+                tok = w[base + L.T_TOKEN]
+                if tok != w[base + L.T_POSTED]:
+                    w[base + L.T_POSTED] = tok
+                    self._post(i)
+
+    def _wake_all(self) -> None:
+        w = self._words
+        full_barrier()
+        mask = w[L.W_WAITERS_MASK]
+        while mask:
+            low = mask & -mask
+            i = low.bit_length() - 1
+            mask ^= low
+            w[L.waiter_word(i, L.T_POSTED)] = w[L.waiter_word(i, L.T_TOKEN)]
+            self._post(i)
+
+    def _post(self, slot: int) -> None:
+        waker = self._wakers.get(slot)
+        if waker is None:
+            try:
+                waker = self._ns.waker(slot, create=False)
+            except FileNotFoundError:
+                return  # the waiter's semaphore is gone (resource unlinked)
+            self._wakers[slot] = waker
+        waker.post()
+
+    # ------------------------------------------------------------------ lifecycle
+    def commit(self, final_len: int | None = None) -> None:
+        """Mark the resource complete. ``final_len`` fixes its length (bytes never written
+        below it read as zeros); ``None`` uses the written extent. Wakes every waiter.
+
+        A second commit with the same length is a no-op. Call it after every writer of a
+        pool has finished writing: a write racing a commit may be refused.
+
+        Raises:
+            ReadOnlyError: read-only handle, or committed already with another length.
+            ResourceFailed, Cancelled: the resource failed or was cancelled.
+            InvalidRange: ``final_len`` negative or past 2**63.
+        """
+        if final_len is not None and not 0 <= final_len < _MAX:
+            raise InvalidRange(0, final_len, "final_len outside [0, 2**63)")
+        with self._meta() as w:
+            self._require_writer("commit")
+            self._sync_life()
+            state = State(w[L.W_STATUS])
+            new = transition(state, Event.COMMIT, self._reason)
+            if state is State.COMMITTED:
+                if final_len is None or final_len == w[L.W_FINAL_LEN]:
+                    return
+                raise ReadOnlyError(
+                    f"{self._ns.label!r} is committed with length {w[L.W_FINAL_LEN]}"
+                )
+            extent = self._extent(w)
+            length = extent if final_len is None else final_len
+            gen = w[L.W_WRITE_GEN]
+            data_gen = w[L.W_DATA_GEN]
+            rewriting = gen != data_gen
+            ns = self._ns
+            cap = w[L.W_CAPACITY]
+            new_gen = gen
+            ino = w[L.W_DATA_INO]
+            if ns.kind == "mmap":
+                if not rewriting and length < extent:
+                    # Never shrink a file under readers that may touch the cut bytes:
+                    # stage a copy of the first `length` bytes as a new generation.
+                    new_gen = gen + 1
+                    self._stage_copy(new_gen, length)
+                    rewriting = True
+                if self._wmap is not None:
+                    self._wmap.flush()
+                fd = ns.open(ns.data_suffix(new_gen, staged=rewriting), create=False)
+                try:
+                    os.ftruncate(fd, length)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if rewriting:
+                    ino = ns.publish_data(new_gen)
+                cap = length
+            elif length > cap:
+                fd = ns.open(ns.data_suffix(gen, staged=rewriting), create=False)
+                try:
+                    reserve(fd, _page_up(length), f"data of {ns.label!r}")
+                finally:
+                    os.close(fd)
+                cap = _page_up(length)
+            with self._life_update(w):
+                w[L.W_FINAL_LEN] = length
+                w[L.W_FINAL_GIVEN] = int(final_len is not None)
+                w[L.W_WRITE_GEN] = new_gen
+                w[L.W_DATA_GEN] = new_gen
+                w[L.W_CAPACITY] = cap
+                w[L.W_DATA_CAPACITY] = cap
+                w[L.W_FROZEN_LEN] = 0
+                w[L.W_DATA_INO] = ino
+                w[L.W_STATUS] = new
+            if rewriting and ns.kind != "mmap" and data_gen != new_gen:
+                ns.unlink(ns.data_suffix(data_gen, staged=False))
+        self._sync_life()
+        self._wake_all()
+        for fn in self._on_commit:
+            fn(length)
+
+    def _extent(self, w: memoryview) -> int:
+        gen = w[L.W_WRITE_GEN]
+        used = w[L.W_USED_MASK]
+        ext = 0
+        for slot in range(L.N_WRITERS):
+            if (used >> slot) & 1 and w[L.slot_word(slot, L.S_CGEN)] == gen:
+                ext = max(ext, w[L.slot_word(slot, L.S_EXTENT)])
+        return ext
+
+    def _stage_copy(self, gen: int, length: int) -> None:
+        """Write the first ``length`` readable bytes into the staged data of ``gen``."""
+        ns = self._ns
+        fd = ns.open(ns.data_suffix(gen, staged=True), create=True, truncate=True)
+        try:
+            cap = _page_up(max(length, self._capacity))
+            reserve(fd, cap, f"data of {ns.label!r}")
+            if length:
+                src = self._ensure_rmap(length)
+                m = map_segment(fd, cap, writable=True)
+                try:
+                    n = min(length, len(src))
+                    m[0:n] = src[0:n]
+                finally:
+                    m.close()
+        finally:
+            os.close(fd)
+
+    def fail(self, reason: str) -> None:
+        """Fail the resource: every wait and read, in every process, raises
+        ``ResourceFailed(reason)`` until a writer reactivates it. A second fail keeps the
+        first reason. Wakes every waiter."""
+        with self._meta() as w:
+            self._require_writer("fail")
+            state = State(w[L.W_STATUS])
+            transition(state, Event.FAIL, self._reason)
+            if is_noop(state, Event.FAIL):
+                return
+            with self._life_update(w):
+                L.write_reason(w, str(reason))
+                w[L.W_STATUS] = State.FAILED
+        self._sync_life()
+        self._wake_all()
+
+    def cancel(self) -> None:
+        """Cancel the resource everywhere: every operation, in every process, raises
+        ``Cancelled``. Terminal. Wakes every waiter."""
+        with self._meta() as w:
+            self._require_writer("cancel")
+            state = State(w[L.W_STATUS])
+            transition(state, Event.CANCEL, self._reason)
+            if is_noop(state, Event.CANCEL):
+                return
+            with self._life_update(w):
+                w[L.W_STATUS] = State.CANCELLED
+        self._sync_life()
+        self._wake_all()
+
+    def reactivate(self) -> None:
+        """Make a committed (or failed) resource writable again.
+
+        After a commit this starts a rewrite: a new generation that begins as a copy of the
+        committed bytes (O(length)). Readers keep seeing the committed bytes, and waits on
+        bytes past them block, until the next ``commit`` publishes the new generation at
+        once; a rewrite never tears a read. After a failure the resource simply becomes
+        active again with the coverage it had (a refetch). Wakes every waiter.
+        """
+        with self._meta() as w:
+            self._require_writer("reactivate")
+            self._sync_life()
+            state = State(w[L.W_STATUS])
+            transition(state, Event.REACTIVATE, self._reason)
+            if state is State.ACTIVE:
+                return
+            if state is State.FAILED and w[L.W_FINAL_LEN] == 0 and not w[L.W_FINAL_GIVEN]:
+                with self._life_update(w):
+                    w[L.W_REASON_LEN] = 0
+                    w[L.W_STATUS] = State.ACTIVE
+            else:
+                length = w[L.W_FINAL_LEN]
+                new_gen = w[L.W_DATA_GEN] + 1
+                self._stage_copy(new_gen, length)
+                assert self._pub is not None and self._slot is not None
+                w[L.slot_word(self._slot, L.S_CGEN)] = new_gen
+                self._pub.reset([(0, length)] if length else [])
+                self._pub_gen = new_gen
+                with self._life_update(w):
+                    w[L.W_WRITE_GEN] = new_gen
+                    w[L.W_CAPACITY] = _page_up(max(length, self._capacity))
+                    w[L.W_FROZEN_LEN] = length
+                    w[L.W_USED_MASK] = 1 << self._slot
+                    w[L.W_FINAL_LEN] = 0
+                    w[L.W_FINAL_GIVEN] = 0
+                    w[L.W_REASON_LEN] = 0
+                    w[L.W_STATUS] = State.ACTIVE
+        self._sync_life()
+        self._wake_all()
+
+    def interrupt(self) -> None:
+        """Wake every parked waiter of this resource, in every process, with
+        ``WaitOutcome.INTERRUPTED`` (a seek, a flush). Waits that start later are unaffected."""
+        with self._tlock:
+            w = self._live_words()
+            w[L.W_INTERRUPT_SEQ] = w[L.W_INTERRUPT_SEQ] + 1
+        self._wake_all()
+
+    # ------------------------------------------------------------------ waiting
+    def wait_range(self, start: int, end: int, timeout: float | None = None,
+                   cancel: CancelToken | None = None) -> WaitOutcome:
+        """Block until ``[start, end)`` is available, the resource ends before it, or the
+        wait is interrupted.
+
+        Returns READY (the bytes are there; on a committed resource a range straddling its
+        length is READY and reads are short), EOF (committed, and ``start`` is at or past its
+        length, or commit(None) left the range unwritten) or INTERRUPTED (``interrupt()``).
+        Never EOF while the resource is active. Costs well under a microsecond when the
+        bytes are already there; a parked wait uses no CPU.
+
+        Raises:
+            InvalidRange: reversed or negative range, or past 2**63.
+            ResourceFailed: the resource failed (in any process).
+            WriterDied: no writer is left and the bytes are not covered.
+            Cancelled: ``cancel`` fired, or the resource was cancelled.
+            TimeoutError: ``timeout`` seconds passed.
+        """
+        if start < 0 or end < start or end > _MAX:
+            _check_range(start, end)
+        if start == end:
+            return WaitOutcome.READY
+        with self._tlock:
+            w = self._live_words()
+            if (w[L.W_LIFE_SEQ] == self._life_seq and self._status is State.ACTIVE
+                    and self._write_gen == self._data_gen and self._cov.covers(start, end)):
+                return WaitOutcome.READY
+            intr = w[L.W_INTERRUPT_SEQ]
+            got = self._evaluate(start, end)
+        if got is not None:
+            return got
+        return self._park(start, end, lambda: self._evaluate(start, end), intr, timeout,
+                          cancel, missing=True)
+
+    def _evaluate(self, start: int, end: int) -> WaitOutcome | None:
+        with self._tlock:
+            self._refresh()
+            st = self._status
+            if st is State.ACTIVE:
+                if self._write_gen != self._data_gen:
+                    return WaitOutcome.READY if end <= self._frozen_len else None
+                return WaitOutcome.READY if self._cov.covers(start, end) else None
+            self._raise_for_status()
+            length = self._final_len
+            if start >= length:
+                return WaitOutcome.EOF
+            if self._final_given or self._cov.covers(start, min(end, length)):
+                return WaitOutcome.READY
+            return WaitOutcome.EOF
+
+    def _park(self, start: int, end: int, check: Callable[[], WaitOutcome | None], intr: int,
+              timeout: float | None, cancel: CancelToken | None, *, missing: bool) -> WaitOutcome:
+        """Sleep in a waiter slot until ``check`` returns an outcome (see the module doc)."""
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled("the wait was cancelled")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        slot, waker = self._claim_waiter(start, end)
+        w = self._words
+        tok_w = L.waiter_word(slot, L.T_TOKEN)
+        if cancel is not None:
+            cancel._add(waker)
+        try:
+            while True:
+                w[tok_w] = w[tok_w] + 1
+                full_barrier()
+                if w[L.W_INTERRUPT_SEQ] != intr:
+                    return WaitOutcome.INTERRUPTED
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled("the wait was cancelled")
+                got = check()
+                if got is not None:
+                    return got
+                if missing and not self._writer_alive():
+                    raise WriterDied(
+                        f"no writer is left and [{start}, {end}) is not covered"
+                        " (resume with open(..., mode='r+'))",
+                        self._ns.label,
+                    )
+                nap = SAFETY_NET
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(
+                            f"[{start}, {end}) of {self._ns.label!r} not available"
+                            f" after {timeout} s"
+                        )
+                    nap = min(nap, left)
+                waker.wait(nap)
+        finally:
+            if cancel is not None:
+                cancel._remove(waker)
+            self._release_waiter(slot)
+
+    def _claim_waiter(self, start: int, end: int) -> tuple[int, Waker]:
+        with self._meta() as w:
+            mask = w[L.W_WAITERS_MASK]
+            for slot in range(L.N_WAITERS):
+                if slot in self._my_waiters:
+                    continue
+                if locks.try_lock(self._ctrl_fd, L.LOCK_WAITER_BASE + slot):
+                    break  # free, or its owner died (the kernel dropped the lock)
+            else:
+                raise StorageError(
+                    f"{self._ns.label!r} already has {L.N_WAITERS} parked waiters"
+                )
+            waker = self._wakers.get(slot)
+            if waker is None:
+                waker = self._wakers[slot] = self._ns.waker(slot, create=True)
+            waker.drain()
+            base = L.waiter_word(slot, 0)
+            w[base + L.T_START] = start
+            w[base + L.T_END] = end
+            w[base + L.T_PID] = os.getpid()
+            w[base + L.T_POSTED] = w[base + L.T_TOKEN]
+            w[L.W_WAITERS_MASK] = mask | (1 << slot)
+            self._my_waiters.add(slot)
+        return slot, waker
+
+    def _release_waiter(self, slot: int) -> None:
+        if self._closed or self._forked:
+            return
+        with self._meta() as w:
+            w[L.W_WAITERS_MASK] = w[L.W_WAITERS_MASK] & ~(1 << slot) & _FULL_MASK
+            locks.unlock(self._ctrl_fd, L.LOCK_WAITER_BASE + slot)
+            self._my_waiters.discard(slot)
+
+    # ------------------------------------------------------------------ reading
+    def _readable(self, end: int) -> int:
+        """The readable length, after making sure the lifecycle and coverage are current."""
+        w = self._live_words()
+        if w[L.W_LIFE_SEQ] != self._life_seq:
+            self._sync_life()
+        st = self._status
+        if st is State.COMMITTED:
+            return self._final_len
+        self._raise_for_status()
+        if self._write_gen != self._data_gen:
+            return self._frozen_len
+        ext = self._cov.extent()
+        if end > ext:
+            self._refresh()
+            ext = self._cov.extent()
+            if self._status is not State.ACTIVE:
+                return self._readable(end)
+        return ext
+
+    def read_at(self, offset: int, buf: Any) -> int:
+        """Copy bytes at ``offset`` into the writable buffer ``buf``; returns how many.
+
+        Short (possibly 0) at the end of the readable bytes: the committed length, or while
+        active the end of the covered bytes this process has seen. Never reads past it and
+        never raises for it. Use ``wait_range`` first to read bytes that are still coming.
+
+        Raises:
+            InvalidRange: negative offset, or past 2**63.
+            ResourceFailed, Cancelled: the resource failed or was cancelled.
+        """
+        mv = memoryview(buf)
+        if mv.readonly:
+            raise TypeError("read_at needs a writable buffer")
+        if mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        n = mv.nbytes
+        if offset < 0 or offset + n > _MAX:
+            raise InvalidRange(offset, offset + n, "read outside [0, 2**63)")
+        if n == 0:
+            return 0
+        with self._tlock:
+            limit = self._readable(offset + n)
+            if offset >= limit:
+                return 0
+            k = min(n, limit - offset)
+            src = self._rview
+            if src is None or limit > self._rsize or self._rgen != self._data_gen:
+                src = self._ensure_rmap(limit)
+            mv[:k] = src[offset : offset + k]
+        return k
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (short at the end, like ``read_at``)."""
+        if size < 0:
+            raise InvalidRange(offset, offset + size, "negative size")
+        buf = bytearray(size)
+        n = self.read_at(offset, buf)
+        return bytes(buf) if n == size else bytes(buf[:n])
+
+    def view(self, offset: int, size: int) -> memoryview:
+        """A read-only, zero-copy view of up to ``size`` bytes at ``offset`` (short at the
+        end, like ``read_at``); ``numpy.frombuffer`` works on it. The view stays valid after
+        growth, a new generation or ``close()``: the mapping lives as long as the view."""
+        if offset < 0 or size < 0 or offset + size > _MAX:
+            raise InvalidRange(offset, offset + size, "view outside [0, 2**63)")
+        if size == 0:
+            return memoryview(b"")
+        with self._tlock:
+            limit = self._readable(offset + size)
+            if offset >= limit:
+                return memoryview(b"")
+            k = min(size, limit - offset)
+            src = self._rview
+            if src is None or limit > self._rsize or self._rgen != self._data_gen:
+                src = self._ensure_rmap(limit)
+            return src[offset : offset + k].toreadonly()
+
+    def contains_range(self, start: int, end: int) -> bool:
+        """True when every byte of ``[start, end)`` is available now (never blocks):
+        covered, or below the committed ``final_len``. Empty ranges: True."""
+        _check_range(start, end)
+        if start == end:
+            return True
+        with self._tlock:
+            w = self._live_words()
+            if (w[L.W_LIFE_SEQ] == self._life_seq and self._status is State.ACTIVE
+                    and self._write_gen == self._data_gen and self._cov.covers(start, end)):
+                return True
+            self._refresh()
+            st = self._status
+            if st is State.ACTIVE:
+                if self._write_gen != self._data_gen:
+                    return end <= self._frozen_len
+                return self._cov.covers(start, end)
+            if st is not State.COMMITTED or end > self._final_len:
+                return False
+            return self._final_given or self._cov.covers(start, end)
+
+    def next_gap(self, start: int, limit: int) -> tuple[int, int] | None:
+        """The first range inside ``[start, limit)`` that is not available yet, or None.
+        On a committed resource the search stops at its length."""
+        _check_range(start, limit)
+        with self._tlock:
+            self._live_words()
+            self._refresh()
+            st = self._status
+            if st is State.COMMITTED:
+                upper = min(limit, self._final_len)
+                if self._final_given or start >= upper:
+                    return None
+                return self._cov.first_gap(start, upper)
+            if self._write_gen != self._data_gen:
+                lo = max(start, self._frozen_len)
+                return (lo, limit) if lo < limit else None
+            return self._cov.first_gap(start, limit)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The covered ranges this process sees now, merged and sorted."""
+        with self._tlock:
+            self._live_words()
+            self._refresh()
+            if self._write_gen != self._data_gen:
+                return [(0, self._frozen_len)] if self._frozen_len else []
+            return list(self._cov)
+
+    def iter_ranges(self, timeout: float | None = None) -> Iterator[tuple[int, int]]:
+        """Yield newly covered ranges as they land, from any process: first what is covered
+        already, then each new range. Ends after the commit; raises like ``wait_range`` on
+        failure, writer death or ``timeout`` seconds without news."""
+        seen = RangeSet()
+        pending: list[tuple[int, int]] = []
+        self._listeners.append(lambda s, e: pending.append((s, e)))
+        listener = self._listeners[-1]
+        try:
+            with self._tlock:
+                self._refresh()
+                pending.extend(self._cov)
+            while True:
+                with self._tlock:
+                    self._refresh()
+                    batch, pending[:] = list(pending), []
+                    st = self._status
+                for s, e in batch:
+                    pos = s
+                    while pos < e:
+                        gap = seen.first_gap(pos, e)
+                        if gap is None:
+                            break
+                        seen.add(*gap)
+                        yield gap
+                        pos = gap[1]
+                if st is not State.ACTIVE:
+                    if st is State.COMMITTED:
+                        return
+                    self._raise_for_status()
+                intr = self._words[L.W_INTERRUPT_SEQ]
+
+                def news() -> WaitOutcome | None:
+                    with self._tlock:
+                        self._refresh()
+                        if pending or self._status is not State.ACTIVE:
+                            return WaitOutcome.READY
+                    return None
+
+                self._park(0, _MAX, news, intr, timeout, None, missing=True)
+        finally:
+            self._listeners.remove(listener)
+
+    # ------------------------------------------------------------------ observers
+    def on_write(self, fn: Callable[[int, int], None]) -> Callable[[], None]:
+        """Call ``fn(start, end)`` after each ``write_at`` through this handle; returns a
+        function that unsubscribes. For writes from every process use ``iter_ranges``."""
+        self._on_write.append(fn)
+        return lambda: self._on_write.remove(fn)
+
+    def on_commit(self, fn: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``fn(length)`` after ``commit`` through this handle; returns an unsubscriber."""
+        self._on_commit.append(fn)
+        return lambda: self._on_commit.remove(fn)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def status(self) -> ResourceStatus:
+        """The lifecycle as every process sees it now."""
+        with self._tlock:
+            self._live_words()
+            self._sync_life()
+            st = self._status
+            if st is State.COMMITTED:
+                given = self._final_len if self._final_given else None
+                return ResourceStatus.Committed(given, self._final_len)
+            if st is State.FAILED:
+                return ResourceStatus.Failed(self._reason)
+            if st is State.CANCELLED:
+                return ResourceStatus.Cancelled()
+            return ResourceStatus.Active()
+
+    @property
+    def name(self) -> str | None:
+        return getattr(self._ns, "name", None)
+
+    @property
+    def path(self) -> str | None:
+        return getattr(self._ns, "path", None)
+
+    @property
+    def backend(self) -> str:
+        return self._ns.kind
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def capacity(self) -> int:
+        """Bytes reserved for the data now (it grows by doubling)."""
+        with self._tlock:
+            self._live_words()
+            self._sync_life()
+            return self._capacity
+
+    def writers_alive(self) -> bool:
+        """True while some process holds this resource open for writing."""
+        with self._tlock:
+            self._live_words()
+            return self._writer_alive()
+
+    def reader(self) -> Resource:
+        """A new read-only handle on the same resource (the way to share a ``mem`` one)."""
+        self._live_words()
+        return Resource(self._ns, writable=False)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else type(self.status).__name__.lower()
+        mode = "r+" if self._writable else "r"
+        return f"<shmstore.Resource {self._ns.kind}:{self._ns.label!r} mode={mode} {state}>"
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Detach. Idempotent; never unlinks. A writer's close without commit lets waiters
+        on uncovered bytes raise ``WriterDied`` (and a new writer resume)."""
+        if self._closed:
+            return
+        with self._tlock:
+            if self._closed:
+                return
+            was_writer = self._slot is not None and not self._forked
+            self._closed = True
+            _LIVE.discard(self)
+            if was_writer and self._w is not None and self._ctrl_fd >= 0:
+                try:
+                    if self._wmap is not None and self._ns.kind == "mmap":
+                        self._wmap.flush()
+                    locks.unlock(self._ctrl_fd, L.LOCK_WRITER_BASE + (self._slot or 0))
+                    self._wake_all()  # waiters re-check liveness now, not at their next nap
+                except (StorageError, OSError, ValueError):
+                    pass
+            self._slot = None
+            self._pub = None
+            self._release_fds()
+
+    def _release_fds(self) -> None:
+        for waker in self._wakers.values():
+            waker.close()
+        self._wakers.clear()
+        for entry in self._journals.values():
+            self._release_map(entry)
+        self._journals.clear()
+        if self._wjournal is not None:
+            self._release_map(self._wjournal)
+            self._wjournal = None
+        self._close_map(self._rmap, self._rview)
+        self._close_map(self._wmap, self._wview)
+        self._rmap = self._rview = self._wmap = self._wview = None
+        self._rgen = self._wgen = -1
+        if self._w is not None:
+            self._w.release()
+            self._w = None
+        if self._ctrl_map is not None:
+            with contextlib.suppress(BufferError):
+                self._ctrl_map.close()
+            self._ctrl_map = None
+        if self._ctrl_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._ctrl_fd)
+            self._ctrl_fd = -1
+
+    def unlink(self) -> None:
+        """Remove the resource's name (segments, semaphores; for mmap the sidecar, keeping
+        the data file). Handles already open keep working on what they mapped. Idempotent."""
+        ns = self._ns
+        if isinstance(ns, DirNamespace) and self._static:
+            return
+        ns.unlink_all()
+
+    def __enter__(self) -> Resource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # ------------------------------------------------------------------ fork and pickle
+    def _drop_inherited(self) -> None:
+        """In a forked child: drop the parent's descriptors (and so its locks' references)."""
+        if self._closed:
+            return
+        self._forked = True
+        self._tlock = threading.RLock()  # the parent's may have been held at the fork
+        if self._ctrl_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._ctrl_fd)
+            self._ctrl_fd = -1
+
+    def _reattach(self) -> None:
+        if not self._forked:
+            return
+        if isinstance(self._ns, MemNamespace):
+            raise ResourceClosed("a mem resource does not cross fork; use shm")
+        self._forked = False
+        self._slot = None
+        self._pub = None
+        self._wakers.clear()
+        self._journals.clear()
+        self._wjournal = None
+        self._rmap = self._rview = self._wmap = self._wview = None
+        self._w = None
+        self._ctrl_map = None
+        self._rgen = self._wgen = -1
+        self._life_seq = -1
+        self._my_waiters = set()
+        self._cov = RangeSet()
+        self._cursors = {}
+        self._attach()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if isinstance(self._ns, MemNamespace):
+            raise TypeError("a mem resource lives in one process; use backend='shm'")
+        mode = "r+" if self._writable else "r"
+        if isinstance(self._ns, DirNamespace):
+            return (_unpickle, ("mmap", None, self._ns.path, mode))
+        return (_unpickle, ("shm", self._ns.label, None, mode))
+
+
+class _Retry(Exception):
+    pass
+
+
+def _unpickle(backend: Backend, name: str | None, path: str | None, mode: str) -> Resource:
+    return open(name, mode=mode, backend=backend, path=path)
+
+
+def _namespace(backend: str, name: str | None, path: str | os.PathLike[str] | None,
+               permissions: int) -> Namespace:
+    if backend == "shm":
+        if name is None:
+            raise TypeError("backend='shm' needs a name")
+        return ShmNamespace(name, permissions)
+    if backend == "mmap":
+        if path is None:
+            raise TypeError("backend='mmap' needs a path")
+        return DirNamespace(path, permissions)
+    if backend == "mem":
+        return MemNamespace()
+    raise ValueError(f"unknown backend {backend!r} (shm, mmap or mem)")
+
+
+def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
+           backend: Backend = "shm", path: str | os.PathLike[str] | None = None,
+           permissions: int = 0o600) -> Resource:
+    """Create a resource and return a writer handle on it.
+
+    ``capacity`` bytes are reserved up front (the resource grows by doubling past them).
+    ``backend="shm"`` (default) needs ``name``; ``"mmap"`` needs ``path`` (the data file,
+    which must not exist); ``"mem"`` needs neither and lives in this process only.
+
+    Raises:
+        ResourceExists: the name (or path) is taken.
+        InvalidName: an unusable name.
+        StorageFull: no room for ``capacity`` bytes.
+    """
+    if capacity < 0 or capacity >= _MAX:
+        raise InvalidRange(0, capacity, "capacity outside [0, 2**63)")
+    ns = _namespace(backend, name, path, permissions)
+    if isinstance(ns, DirNamespace):
+        if os.path.lexists(ns.path):
+            raise ResourceExists(f"{ns.path} already exists")
+        if os.path.lexists(ns.sidecar):
+            raise ResourceExists(f"{ns.sidecar} already exists (a resource's control state)")
+        ns.ensure_sidecar()
+    return Resource(ns, writable=True,
+                    _creating={"capacity": capacity, "created_ns": time.time_ns()})
+
+
+def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",  # noqa: A001
+         path: str | os.PathLike[str] | None = None) -> Resource:
+    """Attach to an existing resource. ``mode="r"`` (default) reads; ``mode="r+"`` also
+    writes (another writer of a pool, or a resume after the writer died).
+
+    With ``backend="mmap"``, a plain file that shmstore did not create opens as committed
+    (read-only; ``r+`` adopts it as a committed resource that can be reactivated).
+
+    Raises:
+        ResourceNotFound: nothing of that name (or path).
+        CorruptResource: the control block is not a valid shmstore block.
+    """
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
+    if backend == "mem":
+        raise ValueError("a mem resource has no name to open; use handle.reader()")
+    ns = _namespace(backend, name, path, 0o600)
+    if isinstance(ns, DirNamespace) and not ns.exists("c"):
+        try:
+            st = os.stat(ns.path)
+        except FileNotFoundError:
+            raise ResourceNotFound(f"no resource at {ns.path}") from None
+        if mode == "r":
+            return Resource(ns, writable=False, _static_len=st.st_size)
+        return _adopt(ns, st.st_size)
+    return Resource(ns, writable=(mode == "r+"))
+
+
+def _adopt(ns: DirNamespace, size: int) -> Resource:
+    """Give a plain file control state, as a committed resource of its current length."""
+    ns.ensure_sidecar()
+    fd = ns.open("c", create=True, exclusive=True)
+    try:
+        reserve(fd, L.CTRL_SIZE, f"control block of {ns.label!r}")
+        m = map_segment(fd, L.CTRL_SIZE, writable=True)
+        w = memoryview(m).cast("Q")
+        try:
+            L.init_block(w, "mmap", ns.path, time.time_ns())
+            w[L.W_MAGIC] = 0
+            w[L.W_STATUS] = State.COMMITTED
+            w[L.W_FINAL_LEN] = size
+            w[L.W_FINAL_GIVEN] = 1
+            w[L.W_CAPACITY] = w[L.W_DATA_CAPACITY] = size
+            w[L.W_DATA_INO] = os.stat(ns.path).st_ino
+            w[L.W_LIFE_SEQ] = 2
+            w[L.W_MAGIC] = L.MAGIC
+        finally:
+            w.release()
+            m.close()
+    finally:
+        os.close(fd)
+    return Resource(ns, writable=True)
