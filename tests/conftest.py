@@ -1,0 +1,117 @@
+"""Shared fixtures: unique names, a backend matrix, and a leak check that fails any test
+leaving shared-memory segments, semaphores or sidecar files behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import shmstore
+
+SHM = "/dev/shm"
+
+
+def _shm_entries() -> set[str]:
+    try:
+        return {e for e in os.listdir(SHM) if "shmstore" in e}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if it leaves shmstore objects in /dev/shm; remove them either way."""
+    before = _shm_entries()
+    yield
+    leaked = _shm_entries() - before
+    for entry in leaked:
+        try:
+            os.unlink(os.path.join(SHM, entry))
+        except FileNotFoundError:
+            pass
+    if leaked and not request.node.get_closest_marker("allow_leaks"):
+        pytest.fail(f"test left objects in {SHM}: {sorted(leaked)}")
+
+
+@pytest.fixture
+def name() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Backend:
+    """Makes resources of one backend and opens more handles on them."""
+
+    kind: str
+    tmp: Path
+    made: list[shmstore.Resource]
+
+    def create(self, key: str = "r", capacity: int = 1 << 16) -> shmstore.Resource:
+        if self.kind == "shm":
+            w = shmstore.create(f"test-{uuid.uuid4().hex[:12]}-{key}", capacity=capacity)
+        elif self.kind == "mmap":
+            w = shmstore.create(backend="mmap", path=self.tmp / f"{key}-{uuid.uuid4().hex[:8]}.bin",
+                                capacity=capacity)
+        else:
+            w = shmstore.create(backend="mem", capacity=capacity)
+        self.made.append(w)
+        return w
+
+    def reader(self, w: shmstore.Resource) -> shmstore.Resource:
+        if self.kind == "mem":
+            r = w.reader()
+        elif self.kind == "mmap":
+            r = shmstore.open(path=w.path, backend="mmap")
+        else:
+            r = shmstore.open(w.name)
+        self.made.append(r)
+        return r
+
+    def writer(self, w: shmstore.Resource) -> shmstore.Resource:
+        if self.kind == "mem":
+            raise pytest.skip.Exception("mem has no second writer handle")
+        if self.kind == "mmap":
+            r = shmstore.open(path=w.path, backend="mmap", mode="r+")
+        else:
+            r = shmstore.open(w.name, mode="r+")
+        self.made.append(r)
+        return r
+
+
+@pytest.fixture(params=["shm", "mmap", "mem"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(request.param, tmp_path, [])
+    try:
+        yield b
+    finally:
+        for r in b.made:
+            try:
+                r.unlink()
+            except shmstore.StorageError:
+                pass
+        for r in b.made:
+            r.close()
+
+
+@pytest.fixture(params=["shm", "mmap"])
+def xbackend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The backends that cross processes."""
+    b = Backend(request.param, tmp_path, [])
+    try:
+        yield b
+    finally:
+        for r in b.made:
+            try:
+                r.unlink()
+            except shmstore.StorageError:
+                pass
+        for r in b.made:
+            r.close()
+
+
+Opener = Callable[[], shmstore.Resource]
