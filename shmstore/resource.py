@@ -96,7 +96,7 @@ from .ipc.segments import (
     reserve,
     segment_size,
 )
-from .ipc.semaphores import Waker, full_barrier
+from .ipc.semaphores import _FENCE, Waker, full_barrier
 
 __all__ = ["CancelToken", "Resource", "create", "open"]
 
@@ -107,6 +107,33 @@ SAFETY_NET = 0.2  # seconds a parked waiter sleeps before it re-checks and probe
 _PAGE = mmap.PAGESIZE
 _MAX = L.MAX_OFFSET
 _FULL_MASK = (1 << L.N_WAITERS) - 1
+_W_LIFE_SEQ = L.W_LIFE_SEQ
+_W_WAITERS_MASK = L.W_WAITERS_MASK
+_ACTIVE = State.ACTIVE
+_READY = WaitOutcome.READY
+
+# First-touch page faults, not Python, bound streaming into fresh memory: each process
+# populates its page tables 2 MiB at a time (and one chunk ahead) before it first touches a
+# chunk, with MADV_POPULATE_WRITE/READ (Linux 5.14+; silently skipped where unsupported).
+_CHUNK_SHIFT = 21
+_MADV_POPULATE_READ = 22
+_MADV_POPULATE_WRITE = 23
+
+
+def _populate(m: mmap.mmap | None, marks: bytearray, start: int, end: int, size: int,
+              advice: int) -> None:
+    if m is None:
+        return
+    for c in range(start >> _CHUNK_SHIFT, min(((end - 1) >> _CHUNK_SHIFT) + 2, len(marks))):
+        if not marks[c]:
+            marks[c] = 1
+            a = c << _CHUNK_SHIFT
+            n = min(1 << _CHUNK_SHIFT, size - a)
+            if n > 0:
+                try:
+                    m.madvise(advice, a, n)
+                except (OSError, ValueError):
+                    pass
 
 
 def _page_up(n: int) -> int:
@@ -203,6 +230,8 @@ class Resource:
         self._wview: memoryview | None = None
         self._wsize = 0
         self._wgen = -1
+        self._wpop = bytearray(1)
+        self._rpop = bytearray(1)
         self._wfd = -1
         self._rfd = -1
         self._old_maps: list[mmap.mmap] = []
@@ -586,6 +615,7 @@ class Resource:
             self._close_map(self._rmap, self._rview)
             self._rmap = m
             self._rview = memoryview(m) if m is not None else memoryview(b"")
+            self._rpop = bytearray((size >> _CHUNK_SHIFT) + 1)
             self._rsize = size
             self._rgen = gen
             return self._rview
@@ -609,6 +639,7 @@ class Resource:
             os.close(fd)
         self._close_map(self._wmap, self._wview)
         self._wmap, self._wview, self._wsize, self._wgen = m, memoryview(m), size, gen
+        self._wpop = bytearray((size >> _CHUNK_SHIFT) + 1)
         if end > size:
             raise CorruptResource(f"data of {self._ns.label!r} is smaller than its capacity")
         return self._wview
@@ -666,40 +697,45 @@ class Resource:
             StorageFull: growth found no room.
         """
         mv = memoryview(data)
-        if not mv.contiguous:
-            mv = memoryview(mv.tobytes())
-        elif mv.ndim != 1 or mv.itemsize != 1:
-            mv = mv.cast("B")
-        n = mv.nbytes
-        end = offset + n
+        if mv.ndim != 1 or mv.itemsize != 1 or not mv.contiguous:
+            mv = memoryview(mv.tobytes()) if not mv.contiguous else mv.cast("B")
+        end = offset + mv.nbytes
         if offset < 0 or end > _MAX:
             raise InvalidRange(offset, end, "write outside [0, 2**63)")
-        if n == 0:
+        if end == offset:
             return
         with self._tlock:
-            w = self._require_writer("write_at")
-            if w[L.W_LIFE_SEQ] != self._life_seq:
-                self._sync_life()
-            if self._status is not State.ACTIVE:
-                self._raise_for_status()
-                raise ReadOnlyError(
-                    f"{self._ns.label!r} is committed: reactivate() it before writing"
-                )
-            if self._pub_gen != self._write_gen:
-                self._rebase_slot()
+            w = self._w
+            if w is None or self._slot is None or self._closed or self._forked:
+                w = self._require_writer("write_at")
+            if (w[_W_LIFE_SEQ] != self._life_seq or self._status is not _ACTIVE
+                    or self._pub_gen != self._write_gen):
+                self._prepare_write()
             buf = self._wview
             if buf is None or end > self._wsize or self._wgen != self._write_gen:
                 buf = self._ensure_wmap(end)
+            pop = self._wpop
+            if not (pop[offset >> _CHUNK_SHIFT] and pop[(end - 1) >> _CHUNK_SHIFT]):
+                _populate(self._wmap, pop, offset, end, self._wsize, _MADV_POPULATE_WRITE)
             buf[offset:end] = mv
-            pub = self._pub
-            assert pub is not None
-            pub.publish(offset, end)
-            full_barrier()
-            mask = w[L.W_WAITERS_MASK]
+            self._pub.publish(offset, end)  # type: ignore[union-attr]  # a writer has one
+            _FENCE.acquire()  # full barrier between publishing and reading the waiter mask
+            _FENCE.release()
+            mask = w[_W_WAITERS_MASK]
             if mask:
                 self._wake(w, mask, offset, end)
-        for fn in self._on_write:
-            fn(offset, end)
+        if self._on_write:
+            for fn in self._on_write:
+                fn(offset, end)
+
+    def _prepare_write(self) -> None:
+        """The slow half of write_at: a lifecycle change since the last write."""
+        self._sync_life()
+        if self._status is not State.ACTIVE:
+            self._raise_for_status()
+            raise ReadOnlyError(f"{self._ns.label!r} is committed: reactivate() it before writing")
+        if self._pub_gen != self._write_gen:
+            self._rebase_slot()
 
     def _wake(self, w: memoryview, mask: int, start: int, end: int) -> None:
         """Post the waiters in ``mask`` whose range overlaps ``[start, end)``."""
@@ -941,10 +977,12 @@ class Resource:
         if start == end:
             return WaitOutcome.READY
         with self._tlock:
-            w = self._live_words()
-            if (w[L.W_LIFE_SEQ] == self._life_seq and self._status is State.ACTIVE
+            w = self._w
+            if w is None or self._closed or self._forked:
+                w = self._live_words()
+            if (w[_W_LIFE_SEQ] == self._life_seq and self._status is _ACTIVE
                     and self._write_gen == self._data_gen and self._cov.covers(start, end)):
-                return WaitOutcome.READY
+                return _READY
             intr = w[L.W_INTERRUPT_SEQ]
             got = self._evaluate(start, end)
         if got is not None:
@@ -1093,6 +1131,9 @@ class Resource:
             src = self._rview
             if src is None or limit > self._rsize or self._rgen != self._data_gen:
                 src = self._ensure_rmap(limit)
+            pop = self._rpop
+            if not (pop[offset >> _CHUNK_SHIFT] and pop[(offset + k - 1) >> _CHUNK_SHIFT]):
+                _populate(self._rmap, pop, offset, offset + k, self._rsize, _MADV_POPULATE_READ)
             mv[:k] = src[offset : offset + k]
         return k
 
@@ -1120,6 +1161,9 @@ class Resource:
             src = self._rview
             if src is None or limit > self._rsize or self._rgen != self._data_gen:
                 src = self._ensure_rmap(limit)
+            pop = self._rpop
+            if not (pop[offset >> _CHUNK_SHIFT] and pop[(offset + k - 1) >> _CHUNK_SHIFT]):
+                _populate(self._rmap, pop, offset, offset + k, self._rsize, _MADV_POPULATE_READ)
             return src[offset : offset + k].toreadonly()
 
     def contains_range(self, start: int, end: int) -> bool:
@@ -1129,8 +1173,10 @@ class Resource:
         if start == end:
             return True
         with self._tlock:
-            w = self._live_words()
-            if (w[L.W_LIFE_SEQ] == self._life_seq and self._status is State.ACTIVE
+            w = self._w
+            if w is None or self._closed or self._forked:
+                w = self._live_words()
+            if (w[_W_LIFE_SEQ] == self._life_seq and self._status is _ACTIVE
                     and self._write_gen == self._data_gen and self._cov.covers(start, end)):
                 return True
             self._refresh()

@@ -128,6 +128,13 @@ def mix(*words: int) -> int:
     return h
 
 
+def entry_check(seq: int, start: int, end: int) -> int:
+    """The check word of a ring entry: a polynomial hash of its three fields, so an entry
+    read while the writer overwrites it (some fields old, some new) fails the check."""
+    return ((((seq * 0x9E3779B97F4A7C15) ^ start) * 0xBF58476D1CE4E5B9 ^ end)
+            * 0x94D049BB133111EB) & 0xFFFF_FFFF_FFFF_FFFF
+
+
 def slot_word(slot: int, field: int) -> int:
     """Index, in the control block's u64 view, of writer slot ``slot``'s header ``field``."""
     return (WRITERS_OFF + slot * SLOT_SIZE) // 8 + field

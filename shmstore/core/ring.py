@@ -21,7 +21,7 @@ Publishing ``[start, end)`` as ``seq`` (writer)::
 
     1. the bytes                                  (memcpy into the data segment)
     2. journal entry  compacted + seq - base_seq  (start, end)
-    3. ring entry seq % RING_LEN, in this order:  start, end, check = mix(seq, start, end), seq
+    3. ring entry seq % RING_LEN, in this order:  start, end, check = entry_check(seq, start, end), seq
     4. head = seq
 
 x86-64 is TSO: stores become visible in program order and loads are not reordered with
@@ -34,7 +34,7 @@ Draining (reader): a cursor per slot holds the last seq consumed.
 
 * ``head == cursor``: nothing new (one load; the fast path).
 * ``head - cursor <= RING_LEN``: read entries ``cursor+1 .. head`` from the ring. Each entry
-  is accepted only if its ``seq`` is the expected one and ``check == mix(seq, start, end)``:
+  is accepted only if its ``seq`` is the expected one and ``check == entry_check(seq, start, end)``:
   a slot the writer is overwriting (it lapped us while we read) fails the check, because the
   writer stores ``seq`` last and the check covers every field. A failed entry sends us to the
   journal; it is never half-applied.
@@ -75,8 +75,8 @@ from .layout import (
     S_EXTENT,
     S_HEAD,
     S_JGEN,
+    entry_check,
     entry_word,
-    mix,
     pack_journal_header,
     slot_word,
     unpack_journal_header,
@@ -108,6 +108,7 @@ class SlotPublisher:
         "_head_w",
         "_j",
         "_jgen_w",
+        "_ring0",
         "extent",
         "seq",
         "slot",
@@ -123,6 +124,7 @@ class SlotPublisher:
         self._head_w = slot_word(slot, S_HEAD)
         self._jgen_w = slot_word(slot, S_JGEN)
         self._extent_w = slot_word(slot, S_EXTENT)
+        self._ring0 = entry_word(slot, 0)
         self.seq = words[self._head_w]
         self.extent = words[self._extent_w]
         gen = words[self._jgen_w]
@@ -169,14 +171,15 @@ class SlotPublisher:
         if idx >= self._cap:
             self.compact()
             idx = self._cc + seq - self._base
-        w = self.words
         j = self._j
         j[_JH + 2 * idx] = start
         j[_JH + 2 * idx + 1] = end
-        e = entry_word(self.slot, seq % RING_LEN)
+        w = self.words
+        e = self._ring0 + (seq % RING_LEN) * 4
         w[e + 1] = start
         w[e + 2] = end
-        w[e + 3] = mix(seq, start, end)
+        w[e + 3] = ((((seq * 0x9E3779B97F4A7C15) ^ start) * 0xBF58476D1CE4E5B9 ^ end)
+                    * 0x94D049BB133111EB) & 0xFFFF_FFFF_FFFF_FFFF  # entry_check, inlined
         w[e] = seq
         w[self._head_w] = seq
         self.seq = seq
@@ -225,7 +228,7 @@ class SlotCursor:
             for seq in range(cur + 1, h + 1):
                 e = entry_word(self.slot, seq % RING_LEN)
                 s, st, en, ck = words[e], words[e + 1], words[e + 2], words[e + 3]
-                if s != seq or ck != mix(seq, st, en):
+                if s != seq or ck != entry_check(seq, st, en):
                     break  # lapped (or a torn entry): fall back to the journal
                 got.append((st, en))
             else:

@@ -28,7 +28,7 @@ if not posix_ipc.SEMAPHORE_TIMEOUT_SUPPORTED:  # pragma: no cover - macOS
 # locked read-modify-write instructions (sem_wait's cmpxchg, sem_post's xadd), each a full
 # fence on x86-64 - the "semaphore operation is a full barrier" the Dekker handshake between
 # a publishing writer and a registering waiter relies on (see shmstore.resource). ~50 ns.
-_FENCE = threading.Lock()
+_FENCE = threading.Lock()  # also used inline by the write path
 
 
 def full_barrier() -> None:
