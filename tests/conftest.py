@@ -23,17 +23,30 @@ def _shm_entries() -> set[str]:
         return set()
 
 
-@pytest.fixture(autouse=True)
-def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail the test if it leaves shmstore objects in /dev/shm; remove them either way."""
-    before = _shm_entries()
-    yield
-    leaked = _shm_entries() - before
-    for entry in leaked:
+_SESSION_START: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _SESSION_START.update(_shm_entries())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave nothing behind, even after failures: remove what the session's tests leaked.
+    (Per test the leak is only reported: removing it there could also remove the live
+    objects of another test session running on the same machine.)"""
+    for entry in _shm_entries() - _SESSION_START:
         try:
             os.unlink(os.path.join(SHM, entry))
         except FileNotFoundError:
             pass
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if it leaves shmstore objects in /dev/shm."""
+    before = _shm_entries()
+    yield
+    leaked = _shm_entries() - before
     if leaked and not request.node.get_closest_marker("allow_leaks"):
         pytest.fail(f"test left objects in {SHM}: {sorted(leaked)}")
 
