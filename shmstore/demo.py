@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[mp.process.BaseProcess] = []
     try:
         out: mp.SimpleQueue[tuple[int, float, float, int]] = ctx.SimpleQueue()
-        for k in range(args.consumers):
-            procs.append(ctx.Process(target=consumer, args=(name, chunks, out, k)))
+        procs.extend(ctx.Process(target=consumer, args=(name, chunks, out, k))
+                     for k in range(args.consumers))
         prod = ctx.Process(target=producer, args=(name, chunks, args.seed))
         procs.append(prod)
         print(f"shmstore demo: {chunks} MiB resource {name!r}, 1 producer (shuffled 1 MiB"

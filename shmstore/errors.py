@@ -9,7 +9,8 @@ Every error a caller can meet derives from :class:`StorageError`::
     │   └── WriterDied          the last writer exited or closed before commit
     ├── Cancelled               the resource, or this one wait, was cancelled
     ├── TmpClaimed              a live writer holds the temp file of a crash-safe resource
-    ├── ReadOnlyError           a write or lifecycle change through a read-only handle, or after commit
+    ├── ReadOnlyError           a write or lifecycle change through a read-only handle,
+    │                           or a write after commit
     ├── ResourceNotFound        (also FileNotFoundError)   no resource of that name
     ├── ResourceExists          (also FileExistsError)     a resource of that name already exists
     ├── CorruptResource         a control block, journal or file that is not a valid shmstore object

@@ -414,7 +414,9 @@ class Resource:
             capacity = w[L.W_CAPACITY]
             data_capacity = w[L.W_DATA_CAPACITY]
             frozen = w[L.W_FROZEN_LEN]
-            reason = L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX) if status == 2 else ""
+            reason = ""
+            if status == State.FAILED:
+                reason = L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX)
             if w[L.W_LIFE_SEQ] == s1:
                 break
         if status > 3:
@@ -1492,7 +1494,7 @@ def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
                     _creating={"capacity": capacity, "created_ns": time.time_ns()})
 
 
-def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",  # noqa: A001
+def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",
          path: str | os.PathLike[str] | None = None) -> Resource:
     """Attach to an existing resource. ``mode="r"`` (default) reads; ``mode="r+"`` also
     writes (another writer of a pool, or a resume after the writer died).

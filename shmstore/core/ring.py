@@ -21,7 +21,8 @@ Publishing ``[start, end)`` as ``seq`` (writer)::
 
     1. the bytes                                  (memcpy into the data segment)
     2. journal entry  compacted + seq - base_seq  (start, end)
-    3. ring entry seq % RING_LEN, in this order:  start, end, check = entry_check(seq, start, end), seq
+    3. ring entry seq % RING_LEN, in this order:  start, end,
+                                                  check = entry_check(seq, start, end), seq
     4. head = seq
 
 x86-64 is TSO: stores become visible in program order and loads are not reordered with
@@ -204,7 +205,7 @@ def _as_words(flat: list[int]) -> memoryview:
 class SlotCursor:
     """A reader's position in one writer slot."""
 
-    __slots__ = ("cursor", "jgen", "slot", "_head_w", "_jgen_w")
+    __slots__ = ("_head_w", "_jgen_w", "cursor", "jgen", "slot")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
