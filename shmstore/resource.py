@@ -96,7 +96,7 @@ from .ipc.segments import (
     reserve,
     segment_size,
 )
-from .ipc.semaphores import _FENCE, Waker, full_barrier
+from .ipc.semaphores import _FENCE, ThreadWaker, Waker, full_barrier
 
 __all__ = ["CancelToken", "Resource", "create", "open"]
 
@@ -1016,12 +1016,14 @@ class Resource:
         deadline = None if timeout is None else time.monotonic() + timeout
         slot, waker = self._claim_waiter(start, end)
         w = self._words
-        tok_w = L.waiter_word(slot, L.T_TOKEN)
+        tok_w = L.waiter_word(max(slot, 0), L.T_TOKEN)
+        poll = 0.001  # without a waiter slot (the table is full) we poll, backing off
         if cancel is not None:
             cancel._add(waker)
         try:
             while True:
-                w[tok_w] = w[tok_w] + 1
+                if slot >= 0:
+                    w[tok_w] = w[tok_w] + 1
                 full_barrier()
                 if w[L.W_INTERRUPT_SEQ] != intr:
                     return WaitOutcome.INTERRUPTED
@@ -1037,6 +1039,8 @@ class Resource:
                         self._ns.label,
                     )
                 nap = SAFETY_NET
+                if slot < 0:
+                    nap, poll = poll, min(poll * 2, 0.05)
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -1049,9 +1053,12 @@ class Resource:
         finally:
             if cancel is not None:
                 cancel._remove(waker)
-            self._release_waiter(slot)
+            if slot >= 0:
+                self._release_waiter(slot)
 
     def _claim_waiter(self, start: int, end: int) -> tuple[int, Waker]:
+        """A waiter slot and its semaphore; ``(-1, a private waker)`` when all
+        ``N_WAITERS`` slots are taken (the wait then polls instead of failing)."""
         with self._meta() as w:
             mask = w[L.W_WAITERS_MASK]
             for slot in range(L.N_WAITERS):
@@ -1060,9 +1067,7 @@ class Resource:
                 if locks.try_lock(self._ctrl_fd, L.LOCK_WAITER_BASE + slot):
                     break  # free, or its owner died (the kernel dropped the lock)
             else:
-                raise StorageError(
-                    f"{self._ns.label!r} already has {L.N_WAITERS} parked waiters"
-                )
+                return -1, ThreadWaker()
             waker = self._wakers.get(slot)
             if waker is None:
                 waker = self._wakers[slot] = self._ns.waker(slot, create=True)
