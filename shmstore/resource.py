@@ -842,6 +842,8 @@ class Resource:
                 w[L.W_DATA_CAPACITY] = cap
                 w[L.W_FROZEN_LEN] = 0
                 w[L.W_DATA_INO] = ino
+                if new_gen != gen:
+                    w[L.W_USED_MASK] = 0  # the staged copy's coverage is [0, length)
                 w[L.W_STATUS] = new
             if rewriting and ns.kind != "mmap" and data_gen != new_gen:
                 ns.unlink(ns.data_suffix(data_gen, staged=False))
@@ -1338,6 +1340,30 @@ class Resource:
         state = "closed" if self._closed else type(self.status).__name__.lower()
         mode = "r+" if self._writable else "r"
         return f"<shmstore.Resource {self._ns.kind}:{self._ns.label!r} mode={mode} {state}>"
+
+    def _check(self) -> None:
+        """Invariant checker (tests and crash tests call it on what survives): the control
+        block at rest, every used writer slot against its journal, and this process's view
+        equal to the union of the slots' coverage."""
+        from .core.ring import check_slot
+
+        with self._tlock:
+            w = self._live_words()
+            if self._static:
+                return
+            L.check_block(w, L.CTRL_SIZE)
+            self._refresh()
+            union = RangeSet()
+            used = w[L.W_USED_MASK]
+            for slot in range(L.N_WRITERS):
+                if (used >> slot) & 1:
+                    j = self._open_journal(slot, w[L.slot_word(slot, L.S_JGEN)])
+                    assert j is not None, f"journal of writer slot {slot} is missing"
+                    for s, e in check_slot(w, slot, j):
+                        union.add(s, e)
+            self._cov._check()
+            if self._write_gen == self._data_gen:
+                assert list(union) == list(self._cov), "local view differs from the slots"
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -186,6 +186,28 @@ def validate_block(words: memoryview, size: int) -> None:
         raise CorruptResource("length field out of range")
 
 
+def check_block(words: memoryview, size: int) -> None:
+    """Invariant checker for a quiescent control block (no update in progress): the
+    validation above, plus the seqlock at rest and the tables consistent with their masks."""
+    validate_block(words, size)
+    assert words[W_LIFE_SEQ] % 2 == 0, "lifecycle seqlock left odd"
+    assert words[W_USED_MASK] < (1 << N_WRITERS), "writer mask has bits past the table"
+    assert words[W_WAITERS_MASK] < (1 << N_WAITERS), "waiter mask has bits past the table"
+    if words[W_WRITE_GEN] == words[W_DATA_GEN]:
+        assert words[W_FROZEN_LEN] == 0, "a frozen length outside a rewrite"
+        assert words[W_CAPACITY] == words[W_DATA_CAPACITY], "one generation, two capacities"
+    used = words[W_USED_MASK]
+    for slot in range(N_WRITERS):
+        if (used >> slot) & 1:
+            assert words[slot_word(slot, S_JGEN)] != 0, f"used writer slot {slot} has no journal"
+            assert words[slot_word(slot, S_CGEN)] == words[W_WRITE_GEN], (
+                f"used writer slot {slot} belongs to another generation")
+    for slot in range(N_WAITERS):
+        base = waiter_word(slot, 0)
+        if (words[W_WAITERS_MASK] >> slot) & 1:
+            assert words[base + T_START] <= words[base + T_END], f"waiter {slot}: reversed range"
+
+
 def read_text(words: memoryview, off: int, length_word: int, limit: int) -> str:
     n = min(words[length_word], limit)
     return bytes(words.cast("B")[off : off + n]).decode("utf-8", "replace")

@@ -84,7 +84,7 @@ from .layout import (
 )
 from .ranges import merge_ranges
 
-__all__ = ["MIN_JOURNAL", "SlotCursor", "SlotPublisher"]
+__all__ = ["MIN_JOURNAL", "SlotCursor", "SlotPublisher", "check_slot"]
 
 MIN_JOURNAL = 2048  # entries of a fresh journal
 _JH = JOURNAL_HEADER // 8  # words before the first journal entry
@@ -194,6 +194,34 @@ class SlotPublisher:
         n = self._cc + self.seq + 1 - self._base
         flat = self._j[_JH : _JH + 2 * n].tolist()
         return merge_ranges(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def check_slot(words: memoryview, slot: int, journal: memoryview) -> list[tuple[int, int]]:
+    """Invariant checker for one writer slot at rest; returns the slot's merged coverage.
+
+    The journal's header matches the slot, every published seq has its journal entry, and
+    every ring entry still in the ring (the last RING_LEN seqs) passes its check and equals
+    the journal entry of the same seq.
+    """
+    head = words[slot_word(slot, S_HEAD)]
+    jslot, gen, cc, base, cap = unpack_journal_header(journal.cast("B"))
+    assert jslot == slot, "journal of another slot"
+    assert gen == words[slot_word(slot, S_JGEN)], "journal generation is not the published one"
+    assert head + 1 >= base, "head is older than the journal"
+    n = cc + head + 1 - base
+    assert n <= cap, "head is past the journal"
+    flat = journal[_JH : _JH + 2 * n].tolist()
+    pairs = list(zip(flat[0::2], flat[1::2], strict=True))
+    assert all(s <= e for s, e in pairs), "a reversed journal entry"
+    for seq in range(max(base, head - RING_LEN + 1, 1), head + 1):
+        e = entry_word(slot, seq % RING_LEN)
+        s, st, en, ck = words[e], words[e + 1], words[e + 2], words[e + 3]
+        assert s == seq and ck == entry_check(seq, st, en), f"ring entry {seq} is torn"
+        assert pairs[cc + seq - base] == (st, en), f"ring entry {seq} disagrees with the journal"
+    merged = merge_ranges(pairs)
+    if merged:
+        assert words[slot_word(slot, S_EXTENT)] >= merged[-1][1], "extent below the coverage"
+    return merged
 
 
 def _as_words(flat: list[int]) -> memoryview:

@@ -176,6 +176,7 @@ def test_late_joiner_rebuilds_100k_fragments(name: str) -> None:
         assert head == [(0, 1), (2, 3), (4, 5)]
         assert tail == [(2 * n - 6, 2 * n - 5), (2 * n - 4, 2 * n - 3), (2 * n - 2, 2 * n - 1)]
         assert status == shmstore.ResourceStatus.Active()
+        w._check()  # ring against journal after dozens of compactions
     finally:
         w.unlink()
         w.close()
@@ -253,3 +254,28 @@ def test_forked_child_does_not_keep_a_closed_writer_alive(name: str) -> None:
         _reap([p])
         r.unlink()
         r.close()
+
+
+@pytest.mark.timeout(60)
+def test_invariants_hold_after_a_stressed_pool(name: str) -> None:
+    """_check() on what two writer processes left: the control block at rest, each slot's
+    ring against its journal (with compactions), and the view equal to the slots' union."""
+    ctx = mp.get_context("forkserver")
+    w = shmstore.create(name, capacity=4096)
+    procs = [ctx.Process(target=wk.random_writer, args=("shm", name, k, wk.SIZE, 2, k))
+             for k in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(50)
+        assert [p.exitcode for p in procs] == [0, 0]
+        r = shmstore.open(name)
+        r._check()
+        w._check()
+        assert r.ranges() == [(0, wk.SIZE)]
+        r.close()
+    finally:
+        _reap(procs)
+        w.unlink()
+        w.close()
