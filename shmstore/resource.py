@@ -244,8 +244,16 @@ class Resource:
         self._capacity = 0
         self._data_capacity = 0
         self._frozen_len = 0
+        self._frozen_exact = False
+        self._unlinked = False
+        self._frozen: tuple[int, RangeSet] | None = None  # (data gen, its frozen coverage)
         self._reason = ""
         self._my_waiters: set[int] = set()
+        self._sticky = -1  # the waiter slot this handle keeps between waits
+        self._sticky_busy = False
+        self._parked: dict[int, Waker] = {}  # threads of this handle parked now: slot -> waker
+        self._deferred_release = False
+        self._probed_at = -1.0  # when a liveness probe last found a writer
         self._on_write: list[Callable[[int, int], None]] = []
         self._on_commit: list[Callable[[int], None]] = []
         self._listeners: list[Callable[[int, int], None]] = []
@@ -414,6 +422,8 @@ class Resource:
             capacity = w[L.W_CAPACITY]
             data_capacity = w[L.W_DATA_CAPACITY]
             frozen = w[L.W_FROZEN_LEN]
+            frozen_exact = w[L.W_FROZEN_EXACT]
+            unlinked = w[L.W_UNLINKED]
             reason = ""
             if status == State.FAILED:
                 reason = L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX)
@@ -427,6 +437,8 @@ class Resource:
         self._capacity = capacity
         self._data_capacity = data_capacity
         self._frozen_len = frozen
+        self._frozen_exact = bool(frozen_exact)
+        self._unlinked = bool(unlinked)
         self._reason = reason
         self._write_gen = write_gen
         if data_gen != self._data_gen or self._life_seq < 0:
@@ -487,7 +499,12 @@ class Resource:
     def _create_journal(self, slot: int, gen: int, capacity: int) -> memoryview:
         """The writer's side: a fresh journal segment (truncating a leftover of a writer of
         this slot that died between creating and publishing it)."""
-        fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=True, truncate=True)
+        suffix = f"j{slot:x}_{gen & 0xFFFF:04x}"
+        if self._words[L.W_UNLINKED]:
+            raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
+        fd = self._ns.open(suffix, create=True, truncate=True)
+        if self._words[L.W_UNLINKED]:  # an unlink raced us: do not leave the name behind
+            self._ns.unlink(suffix)
         try:
             reserve(fd, L.journal_size(capacity), f"journal of {self._ns.label!r}")
             m = map_segment(fd, L.journal_size(capacity), writable=True)
@@ -516,6 +533,55 @@ class Resource:
 
     def _drop_journal(self, slot: int, gen: int) -> None:
         self._ns.unlink(f"j{slot:x}_{gen & 0xFFFF:04x}")
+
+    def _frozen_view(self) -> RangeSet:
+        """During a rewrite: the committed generation's coverage, as readers keep seeing it
+        until the next commit. ``[0, length)`` after ``commit(final_len)``; the exact ranges
+        after ``commit(None)``, read once from the segment the rewriter froze them in."""
+        gen = self._data_gen
+        if self._frozen is not None and self._frozen[0] == gen:
+            return self._frozen[1]
+        if not self._frozen_exact:
+            view = RangeSet([(0, self._frozen_len)])
+        else:
+            view = RangeSet(self._read_ranges(f"f{gen & 0xFFFF:04x}"))
+        self._frozen = (gen, view)
+        return view
+
+    def _write_ranges(self, suffix: str, ranges: list[tuple[int, int]]) -> None:
+        """An immutable segment in journal format holding ``ranges``."""
+        cap = max(len(ranges), 1)
+        fd = self._ns.open(suffix, create=True, truncate=True)
+        try:
+            size = L.journal_size(cap)
+            reserve(fd, size, f"frozen coverage of {self._ns.label!r}")
+            m = map_segment(fd, size, writable=True)
+        finally:
+            os.close(fd)
+        try:
+            words = memoryview(m).cast("Q")
+            for i, (s, e) in enumerate(ranges):
+                words[L.JOURNAL_HEADER // 8 + 2 * i] = s
+                words[L.JOURNAL_HEADER // 8 + 2 * i + 1] = e
+            L.pack_journal_header(words.cast("B"), L.N_WRITERS, 0, len(ranges), 0, cap)
+            words.release()
+        finally:
+            m.close()
+
+    def _read_ranges(self, suffix: str) -> list[tuple[int, int]]:
+        fd = self._ns.open(suffix, create=False)
+        try:
+            m = map_segment(fd, segment_size(fd), writable=False)
+        finally:
+            os.close(fd)
+        try:
+            words = memoryview(m).cast("Q")
+            _slot, _gen, n, _base, _cap = L.unpack_journal_header(words.cast("B"))
+            flat = words[L.JOURNAL_HEADER // 8 : L.JOURNAL_HEADER // 8 + 2 * n].tolist()
+            words.release()
+        finally:
+            m.close()
+        return list(zip(flat[0::2], flat[1::2], strict=True))
 
     # ------------------------------------------------------------------ writer slots
     def _claim_writer_slot(self) -> None:
@@ -551,6 +617,18 @@ class Resource:
                 w[L.slot_word(self._slot, L.S_CGEN)] = gen
                 w[L.W_USED_MASK] = w[L.W_USED_MASK] | (1 << self._slot)
             self._pub_gen = gen
+
+    def _recently_alive(self) -> bool:
+        """Writer liveness for a parked waiter, probed at most once per ``SAFETY_NET``: a
+        wait that parks again and again (a ping-pong) pays no system call for it, and a
+        waiter still learns of the last writer's death within two naps."""
+        now = time.monotonic()
+        if now - self._probed_at < SAFETY_NET:
+            return True
+        if not self._writer_alive():
+            return False
+        self._probed_at = now
+        return True
 
     def _writer_alive(self) -> bool:
         if self._slot is not None or self._static:
@@ -648,6 +726,8 @@ class Resource:
 
     def _grow(self, end: int) -> None:
         with self._meta() as w:
+            if w[L.W_UNLINKED]:
+                raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
             cap = w[L.W_CAPACITY]
             if end <= cap:
                 self._sync_life()
@@ -676,7 +756,13 @@ class Resource:
             raise ReadOnlyError(f"{what}: {self._ns.label!r} was opened read-only")
         if self._slot is None:  # a re-attached forked child, or static
             raise ReadOnlyError(f"{what}: this handle holds no writer slot")
+        if w[L.W_UNLINKED]:
+            raise ResourceNotFound(f"{what}: resource {self._ns.label!r} was unlinked")
         return w
+
+    def _raise_if_unlinked(self) -> None:
+        if self._unlinked:
+            raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
 
     def _raise_for_status(self) -> None:
         st = self._status
@@ -733,6 +819,7 @@ class Resource:
     def _prepare_write(self) -> None:
         """The slow half of write_at: a lifecycle change since the last write."""
         self._sync_life()
+        self._raise_if_unlinked()
         if self._status is not State.ACTIVE:
             self._raise_for_status()
             raise ReadOnlyError(f"{self._ns.label!r} is committed: reactivate() it before writing")
@@ -841,12 +928,15 @@ class Resource:
                 w[L.W_CAPACITY] = cap
                 w[L.W_DATA_CAPACITY] = cap
                 w[L.W_FROZEN_LEN] = 0
+                w[L.W_FROZEN_EXACT] = 0
                 w[L.W_DATA_INO] = ino
                 if new_gen != gen:
                     w[L.W_USED_MASK] = 0  # the staged copy's coverage is [0, length)
                 w[L.W_STATUS] = new
-            if rewriting and ns.kind != "mmap" and data_gen != new_gen:
-                ns.unlink(ns.data_suffix(data_gen, staged=False))
+            if rewriting and data_gen != new_gen:
+                ns.unlink(f"f{data_gen & 0xFFFF:04x}")
+                if ns.kind != "mmap":
+                    ns.unlink(ns.data_suffix(data_gen, staged=False))
         self._sync_life()
         self._wake_all()
         for fn in self._on_commit:
@@ -931,16 +1021,25 @@ class Resource:
                     w[L.W_STATUS] = State.ACTIVE
             else:
                 length = w[L.W_FINAL_LEN]
-                new_gen = w[L.W_DATA_GEN] + 1
+                data_gen = w[L.W_DATA_GEN]
+                new_gen = data_gen + 1
+                exact = not w[L.W_FINAL_GIVEN]
+                if exact:  # commit(None): holes stay holes, in the frozen view and after
+                    self._refresh()
+                    carried = list(self._cov)
+                    self._write_ranges(f"f{data_gen & 0xFFFF:04x}", carried)
+                else:
+                    carried = [(0, length)] if length else []
                 self._stage_copy(new_gen, length)
                 assert self._pub is not None and self._slot is not None
                 w[L.slot_word(self._slot, L.S_CGEN)] = new_gen
-                self._pub.reset([(0, length)] if length else [])
+                self._pub.reset(carried)
                 self._pub_gen = new_gen
                 with self._life_update(w):
                     w[L.W_WRITE_GEN] = new_gen
                     w[L.W_CAPACITY] = _page_up(max(length, self._capacity))
                     w[L.W_FROZEN_LEN] = length
+                    w[L.W_FROZEN_EXACT] = int(exact)
                     w[L.W_USED_MASK] = 1 << self._slot
                     w[L.W_FINAL_LEN] = 0
                     w[L.W_FINAL_GIVEN] = 0
@@ -1000,8 +1099,13 @@ class Resource:
             st = self._status
             if st is State.ACTIVE:
                 if self._write_gen != self._data_gen:
-                    return WaitOutcome.READY if end <= self._frozen_len else None
-                return WaitOutcome.READY if self._cov.covers(start, end) else None
+                    ready = self._frozen_view().covers(start, end)
+                else:
+                    ready = self._cov.covers(start, end)
+                if ready:
+                    return WaitOutcome.READY
+                self._raise_if_unlinked()
+                return None
             self._raise_for_status()
             length = self._final_len
             if start >= length:
@@ -1022,8 +1126,12 @@ class Resource:
         poll = 0.001  # without a waiter slot (the table is full) we poll, backing off
         if cancel is not None:
             cancel._add(waker)
+        with self._tlock:
+            self._parked[id(waker)] = waker
         try:
             while True:
+                if self._closed:
+                    raise ResourceClosed(f"resource {self._ns.label!r} was closed during a wait")
                 if slot >= 0:
                     w[tok_w] = w[tok_w] + 1
                 full_barrier()
@@ -1034,7 +1142,7 @@ class Resource:
                 got = check()
                 if got is not None:
                     return got
-                if missing and not self._writer_alive():
+                if missing and not self._recently_alive():
                     raise WriterDied(
                         f"no writer is left and [{start}, {end}) is not covered"
                         " (resume with open(..., mode='r+'))",
@@ -1055,13 +1163,39 @@ class Resource:
         finally:
             if cancel is not None:
                 cancel._remove(waker)
-            if slot >= 0:
-                self._release_waiter(slot)
+            with self._tlock:
+                del self._parked[id(waker)]
+                if self._closed:
+                    if not self._parked and self._deferred_release:
+                        self._deferred_release = False
+                        self._release_fds()
+                elif slot >= 0:
+                    self._release_waiter(slot)
 
     def _claim_waiter(self, start: int, end: int) -> tuple[int, Waker]:
         """A waiter slot and its semaphore; ``(-1, a private waker)`` when all
-        ``N_WAITERS`` slots are taken (the wait then polls instead of failing)."""
+        ``N_WAITERS`` slots are taken (the wait then polls instead of failing).
+
+        A handle keeps one slot between waits (its *sticky* slot, idle with an empty range
+        that no write overlaps), so a wait that parks costs no lock round trips; waits of
+        other threads of the same handle, at the same time, claim and release their own."""
+        with self._tlock:
+            slot = self._sticky
+            if slot >= 0 and not self._sticky_busy:
+                self._sticky_busy = True
+                waker = self._wakers[slot]
+                waker.drain()
+                w = self._words
+                base = L.waiter_word(slot, 0)
+                # START before END: a writer reading a mix sees no overlap only while the
+                # waiter has not yet bumped its token, and then the waiter's re-check after
+                # its barrier sees the write (the Dekker argument in the module doc).
+                w[base + L.T_START] = start
+                w[base + L.T_END] = end
+                return slot, waker
         with self._meta() as w:
+            if w[L.W_UNLINKED]:
+                raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
             mask = w[L.W_WAITERS_MASK]
             for slot in range(L.N_WAITERS):
                 if slot in self._my_waiters:
@@ -1070,9 +1204,10 @@ class Resource:
                     break  # free, or its owner died (the kernel dropped the lock)
             else:
                 return -1, ThreadWaker()
-            waker = self._wakers.get(slot)
-            if waker is None:
-                waker = self._wakers[slot] = self._ns.waker(slot, create=True)
+            found = self._wakers.get(slot)
+            if found is None:
+                found = self._wakers[slot] = self._ns.waker(slot, create=True)
+            waker = found
             waker.drain()
             base = L.waiter_word(slot, 0)
             w[base + L.T_START] = start
@@ -1081,15 +1216,26 @@ class Resource:
             w[base + L.T_POSTED] = w[base + L.T_TOKEN]
             w[L.W_WAITERS_MASK] = mask | (1 << slot)
             self._my_waiters.add(slot)
+            if self._sticky < 0:
+                self._sticky, self._sticky_busy = slot, True
         return slot, waker
 
-    def _release_waiter(self, slot: int) -> None:
+    def _release_waiter(self, slot: int, *, final: bool = False) -> None:
         if self._closed or self._forked:
+            return
+        if slot == self._sticky and not final:
+            w = self._words
+            base = L.waiter_word(slot, 0)
+            w[base + L.T_START] = 0  # idle: an empty range no write overlaps
+            w[base + L.T_END] = 0
+            self._sticky_busy = False
             return
         with self._meta() as w:
             w[L.W_WAITERS_MASK] = w[L.W_WAITERS_MASK] & ~(1 << slot) & _FULL_MASK
             locks.unlock(self._ctrl_fd, L.LOCK_WAITER_BASE + slot)
             self._my_waiters.discard(slot)
+            if slot == self._sticky:
+                self._sticky = -1
 
     # ------------------------------------------------------------------ reading
     def _readable(self, end: int) -> int:
@@ -1150,8 +1296,13 @@ class Resource:
         """Up to ``size`` bytes at ``offset`` (short at the end, like ``read_at``)."""
         if size < 0:
             raise InvalidRange(offset, offset + size, "negative size")
-        buf = bytearray(size)
-        n = self.read_at(offset, buf)
+        if offset < 0 or offset + size > _MAX:
+            raise InvalidRange(offset, offset + size, "read outside [0, 2**63)")
+        with self._tlock:
+            limit = self._readable(offset + size) if size else 0
+            size = max(0, min(size, limit - offset))  # allocate what is there, not what is asked
+            buf = bytearray(size)
+            n = self.read_at(offset, buf)
         return bytes(buf) if n == size else bytes(buf[:n])
 
     def view(self, offset: int, size: int) -> memoryview:
@@ -1192,7 +1343,7 @@ class Resource:
             st = self._status
             if st is State.ACTIVE:
                 if self._write_gen != self._data_gen:
-                    return end <= self._frozen_len
+                    return self._frozen_view().covers(start, end)
                 return self._cov.covers(start, end)
             if st is not State.COMMITTED or end > self._final_len:
                 return False
@@ -1212,17 +1363,20 @@ class Resource:
                     return None
                 return self._cov.first_gap(start, upper)
             if self._write_gen != self._data_gen:
-                lo = max(start, self._frozen_len)
-                return (lo, limit) if lo < limit else None
+                return self._frozen_view().first_gap(start, limit)
             return self._cov.first_gap(start, limit)
 
     def ranges(self) -> list[tuple[int, int]]:
-        """The covered ranges this process sees now, merged and sorted."""
+        """The available ranges this process sees now, merged and sorted: the covered ones,
+        or ``[(0, final_len)]`` once ``commit(final_len)`` made every byte below it
+        available."""
         with self._tlock:
             self._live_words()
             self._refresh()
+            if self._status is State.COMMITTED and self._final_given:
+                return [(0, self._final_len)] if self._final_len else []
             if self._write_gen != self._data_gen:
-                return [(0, self._frozen_len)] if self._frozen_len else []
+                return list(self._frozen_view())
             return list(self._cov)
 
     def iter_ranges(self, timeout: float | None = None) -> Iterator[tuple[int, int]]:
@@ -1253,6 +1407,12 @@ class Resource:
                         pos = gap[1]
                 if st is not State.ACTIVE:
                     if st is State.COMMITTED:
+                        if self._final_given:  # every byte below the length is available
+                            pos = 0
+                            while (gap := seen.first_gap(pos, self._final_len)) is not None:
+                                seen.add(*gap)
+                                yield gap
+                                pos = gap[1]
                         return
                     self._raise_for_status()
                 intr = self._words[L.W_INTERRUPT_SEQ]
@@ -1375,6 +1535,12 @@ class Resource:
             if self._closed:
                 return
             was_writer = self._slot is not None and not self._forked
+            if (self._sticky >= 0 and not self._sticky_busy and not self._forked
+                    and self._w is not None):
+                try:
+                    self._release_waiter(self._sticky, final=True)
+                except (StorageError, OSError, ValueError):
+                    pass
             self._closed = True
             _LIVE.discard(self)
             if was_writer and self._w is not None and self._ctrl_fd >= 0:
@@ -1387,7 +1553,14 @@ class Resource:
                     pass
             self._slot = None
             self._pub = None
-            self._release_fds()
+            if self._parked:
+                # Threads of this handle are parked: wake them to raise ResourceClosed; the
+                # last one out releases the descriptors and mappings they are still using.
+                self._deferred_release = True
+                for waker in self._parked.values():
+                    waker.post()
+            else:
+                self._release_fds()
 
     def _release_fds(self) -> None:
         for waker in self._wakers.values():
@@ -1416,12 +1589,27 @@ class Resource:
             self._ctrl_fd = -1
 
     def unlink(self) -> None:
-        """Remove the resource's name (segments, semaphores; for mmap the sidecar, keeping
-        the data file). Handles already open keep working on what they mapped. Idempotent."""
+        """Remove the resource: every segment and semaphore of its name (for mmap the data
+        file and its sidecar). Idempotent; allowed from any handle, read-only ones too.
+
+        Handles already open keep reading what is covered; everything that would need a new
+        shared object fails instead of recreating a name nobody would remove: writes and
+        lifecycle changes raise ``ResourceNotFound``, and so does a wait on bytes that are
+        not covered (parked waiters are woken to raise it).
+        """
         ns = self._ns
-        if isinstance(ns, DirNamespace) and self._static:
+        if self._static:
             return
-        ns.unlink_all()
+        if not self._closed and self._w is not None:
+            with self._meta() as w:
+                if not w[L.W_UNLINKED]:
+                    with self._life_update(w):
+                        w[L.W_UNLINKED] = 1
+                ns.unlink_all()  # under the meta lock: no waiter creates a semaphore now
+            self._sync_life()
+            self._wake_all()
+        else:
+            ns.unlink_all()
 
     def __enter__(self) -> Resource:
         return self
@@ -1462,6 +1650,8 @@ class Resource:
         self._rgen = self._wgen = -1
         self._life_seq = -1
         self._my_waiters = set()
+        self._sticky = -1
+        self._sticky_busy = False
         self._cov = RangeSet()
         self._cursors = {}
         self._attach()

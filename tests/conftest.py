@@ -47,6 +47,10 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     before = _shm_entries()
     yield
     leaked = _shm_entries() - before
+    # SHMSTORE_TEST_SHARED_MACHINE=1: another test session runs beside this one (its objects
+    # would be blamed on our tests); leaks are then only removed at the session's end.
+    if os.environ.get("SHMSTORE_TEST_SHARED_MACHINE"):
+        return
     if leaked and not request.node.get_closest_marker("allow_leaks"):
         pytest.fail(f"test left objects in {SHM}: {sorted(leaked)}")
 

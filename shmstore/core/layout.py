@@ -62,7 +62,9 @@ W_REASON_LEN = 20
 W_NAME_LEN = 21
 W_DATA_INO = 22  # mmap backend: inode of the committed data file (detects a rename race)
 W_CREATED_NS = 23  # informational
-W_WRITES = 24  # informational: number of published writes (approximate with many writers)
+W_WRITES = 24  # reserved
+W_FROZEN_EXACT = 25  # during a rewrite: 1 when the frozen coverage is exact (segment f<gen>)
+W_UNLINKED = 26  # 1 once unlink() removed the resource's names
 HEADER_WORDS = 32
 
 REASON_OFF = 256

@@ -102,7 +102,7 @@ def reserve(fd: int, size: int, what: str) -> None:
     need = size - st.st_size
     vfs = os.fstatvfs(fd)
     free = vfs.f_bavail * vfs.f_frsize
-    if need > free:
+    if vfs.f_blocks and need > free:  # f_blocks == 0: a size-less mount (memfd's)
         raise StorageFull(
             f"{what}: need {need} more bytes, {free} free on its file system"
             " (a bigger /dev/shm, or backend='mmap' on disk)"
