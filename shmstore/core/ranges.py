@@ -51,26 +51,38 @@ class RangeSet:
         self._d.clear()
 
     def add(self, start: int, end: int) -> None:
-        """Add ``[start, end)``, merging with overlapping and adjacent ranges. O(log n + k)."""
+        """Add ``[start, end)``, merging with overlapping and adjacent ranges. O(log n + k)
+        for k absorbed ranges; extending a range (the streaming case) updates it in place."""
         if start >= end:
             return
         d = self._d
+        keys = d.keys()
+        n = len(keys)
         i = d.bisect_right(start) - 1
         if i >= 0:
-            s0, e0 = d.peekitem(i)
-            if e0 >= start:
+            s0 = keys[i]
+            e0 = d[s0]
+            if e0 >= start:  # touches the predecessor: extend it
                 if e0 >= end:
                     return
+                if i + 1 == n or keys[i + 1] > end:
+                    d[s0] = end  # nothing to absorb: an in-place update
+                    return
                 start = s0
-        # Absorb every range that starts inside [start, end].
+                first = i
+            else:
+                first = i + 1
+        else:
+            first = 0
         j = d.bisect_right(end)
-        first = i if i >= 0 and d.peekitem(i)[0] == start else i + 1
-        if first < j:
-            last_end = d.peekitem(j - 1)[1]
-            if last_end > end:
-                end = last_end
-            for k in d.keys()[first:j]:
-                del d[k]
+        if first == j:
+            d[start] = end
+            return
+        last_end = d[keys[j - 1]]
+        if last_end > end:
+            end = last_end
+        for k in list(keys[first:j]):
+            del d[k]
         d[start] = end
 
     def covers(self, start: int, end: int) -> bool:
