@@ -336,6 +336,10 @@ class Resource:
                 time.sleep(0.01)  # a creator between shm_open and taking the meta lock
             self._repair_life_if_torn()
             self._sync_life()
+            # Map the data and read the coverage now: what a handle has mapped stays
+            # readable even if the resource is unlinked later.
+            self._refresh()
+            self._ensure_rmap(0)
         except BaseException:
             self._release_fds()
             raise
@@ -446,11 +450,13 @@ class Resource:
         self._unlinked = bool(unlinked)
         self._reason = reason
         self._write_gen = write_gen
-        if data_gen != self._data_gen or self._life_seq < 0:
+        if data_gen != self._data_gen or self._life_seq == -1:  # -1: never synced
             self._cov = RangeSet()
             self._cursors.clear()
         self._data_gen = data_gen
-        self._life_seq = s1
+        # An unlinked resource never caches its lifecycle: every call takes the slow path,
+        # where writes and waits on missing bytes raise ResourceNotFound.
+        self._life_seq = -2 if unlinked else s1
 
     def _refresh(self) -> None:
         """Bring the local coverage view up to date: lifecycle words, then every ring."""
@@ -486,7 +492,12 @@ class Resource:
         try:
             fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=False)
         except ResourceNotFound:
-            return None
+            if self._words[L.W_UNLINKED]:
+                raise ResourceNotFound(
+                    f"resource {self._ns.label!r} was unlinked before this handle read"
+                    f" writer slot {slot}'s coverage"
+                ) from None
+            return None  # compacted away under us: the caller reloads the new generation
         try:
             size = segment_size(fd)
             if size < L.JOURNAL_HEADER:
@@ -678,6 +689,15 @@ class Resource:
             if self._static:
                 gen, cap = 0, self._final_len
             if self._rview is not None and self._rgen == gen and need <= self._rsize:
+                return self._rview
+            if (self._wmap is not None and self._wgen == gen and gen == self._write_gen
+                    and need <= self._wsize):
+                # A writer reads through the mapping it writes (no second mapping, and it
+                # keeps working after an unlink removed the data's name).
+                self._close_map(self._rmap, self._rview)
+                self._rmap, self._rview = None, memoryview(self._wmap).toreadonly()
+                self._rsize, self._rgen = self._wsize, gen
+                self._rpop = self._wpop
                 return self._rview
             try:
                 if self._static:
@@ -1420,6 +1440,9 @@ class Resource:
                     self._refresh()
                     batch, pending[:] = list(pending), []
                     st = self._status
+                if st is State.COMMITTED:  # nothing at or past the committed length
+                    batch = [(s, min(e, self._final_len)) for s, e in batch
+                             if s < self._final_len]
                 for s, e in batch:
                     pos = s
                     while pos < e:

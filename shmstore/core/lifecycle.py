@@ -86,7 +86,7 @@ def transition(state: State, event: Event, reason: str = "") -> State:
     """The state after ``event``; raises (and changes nothing) when the event is illegal.
 
     Raises:
-        ReadOnlyError: ``cancel`` of a committed or failed resource.
+        ReadOnlyError: ``cancel`` of a committed resource.
         ResourceFailed: ``commit`` or ``cancel`` of a failed resource.
         Cancelled: any event but ``cancel`` on a cancelled resource.
     """
