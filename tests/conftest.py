@@ -100,9 +100,8 @@ class Backend:
         return r
 
 
-@pytest.fixture(params=["shm", "mmap", "mem"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(request.param, tmp_path, [])
+def _backend(kind: str, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(kind, tmp_path, [])
     try:
         yield b
     finally:
@@ -113,22 +112,17 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
                 pass
         for r in b.made:
             r.close()
+
+
+@pytest.fixture(params=["shm", "mmap", "mem"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield from _backend(request.param, tmp_path)
 
 
 @pytest.fixture(params=["shm", "mmap"])
 def xbackend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """The backends that cross processes."""
-    b = Backend(request.param, tmp_path, [])
-    try:
-        yield b
-    finally:
-        for r in b.made:
-            try:
-                r.unlink()
-            except shmstore.StorageError:
-                pass
-        for r in b.made:
-            r.close()
+    yield from _backend(request.param, tmp_path)
 
 
 Opener = Callable[[], shmstore.Resource]
