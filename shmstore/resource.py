@@ -62,6 +62,7 @@ locks stay the parent's) and the handle re-attaches on its next use.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import mmap
 import os
 import threading
@@ -249,9 +250,13 @@ class Resource:
         self._capacity = 0
         self._data_capacity = 0
         self._frozen_len = 0
-        self._frozen_exact = False
+        self._used_mask = 0
+        self._data_ino = 0
         self._unlinked = False
-        self._frozen: tuple[int, RangeSet] | None = None  # (data gen, its frozen coverage)
+        self._base_gen = 0  # the generation whose base coverage _cov holds (0: none needed)
+        self._frozen: tuple[int, RangeSet] | None = None  # during a rewrite: (gen, its base)
+        self._lazy_writer = False  # a forked child's writer handle claims a slot on first use
+        self._meta_depth = 0  # > 0 while this handle's thread holds the meta lock
         self._reason = ""
         self._my_waiters: set[int] = set()
         self._sticky = -1  # the waiter slot this handle keeps between waits
@@ -285,20 +290,17 @@ class Resource:
             reserve(fd, L.CTRL_SIZE, f"control block of {ns.label!r}")
             self._map_ctrl()
             w = self._words
-            L.init_block(w, ns.kind, getattr(ns, "name", "") or getattr(ns, "path", ""), created_ns)
-            w[L.W_MAGIC] = 0  # set again last, once the resource is whole
             cap = _page_up(capacity)
             dfd = ns.open(ns.data_suffix(0, staged=False), create=True, exclusive=True)
             try:
                 reserve(dfd, cap, f"data of {ns.label!r}")
+                ino = os.fstat(dfd).st_ino if isinstance(ns, DirNamespace) else 0
             finally:
                 os.close(dfd)
-            w[L.W_CAPACITY] = cap
-            w[L.W_DATA_CAPACITY] = cap
-            if isinstance(ns, DirNamespace):
-                w[L.W_DATA_INO] = os.stat(ns.path).st_ino
-            w[L.W_LIFE_SEQ] = 2
-            w[L.W_MAGIC] = L.MAGIC
+            life = L.Life(capacity=cap, data_capacity=cap, data_ino=ino)
+            L.init_block(w, ns.kind, getattr(ns, "name", "") or getattr(ns, "path", ""),
+                         created_ns, life)
+            w[L.W_MAGIC] = L.MAGIC  # last: the resource is whole
             locks.try_lock(fd, L.LOCK_ATTACH, exclusive=False)
             self._claim_writer_slot()
         except BaseException:
@@ -324,7 +326,7 @@ class Resource:
                         if self._words[L.W_MAGIC] != 0 or attempt == 99:
                             L.validate_block(self._words, size)
                             locks.try_lock(self._ctrl_fd, L.LOCK_ATTACH, exclusive=False)
-                            if self._writable:
+                            if self._writable and not self._lazy_writer:
                                 self._claim_writer_slot()
                             break
                     elif attempt == 99:
@@ -334,7 +336,6 @@ class Resource:
                 finally:
                     locks.unlock(self._ctrl_fd, L.LOCK_META)
                 time.sleep(0.01)  # a creator between shm_open and taking the meta lock
-            self._repair_life_if_torn()
             self._sync_life()
             # Map the data and read the coverage now: what a handle has mapped stays
             # readable even if the resource is unlinked later.
@@ -348,17 +349,20 @@ class Resource:
         """A plain file opened read-only: committed, never changes, needs no shared state."""
         self._ctrl_map = mmap.mmap(-1, L.CTRL_SIZE)
         self._w = memoryview(self._ctrl_map).cast("Q")
-        w = self._w
-        L.init_block(w, "mmap", self._ns.label, 0)
-        w[L.W_STATUS] = State.COMMITTED
-        w[L.W_FINAL_LEN] = length
-        w[L.W_FINAL_GIVEN] = 1
-        w[L.W_CAPACITY] = w[L.W_DATA_CAPACITY] = length
-        w[L.W_LIFE_SEQ] = 2
+        life = L.Life(status=State.COMMITTED, final_len=length, final_given=1,
+                      capacity=length, data_capacity=length)
+        L.init_block(self._w, "mmap", self._ns.label, 0, life)
         self._sync_life()
 
     def _map_ctrl(self) -> None:
-        self._ctrl_map = map_segment(self._ctrl_fd, L.CTRL_SIZE, writable=True)
+        # Map through a descriptor of its own: mmap keeps a duplicate of the descriptor it
+        # maps, and were that the locking one, a forked child's inherited mapping would keep
+        # this process's writer lock alive after it died.
+        mfd = self._ns.open("c", create=False)
+        try:
+            self._ctrl_map = map_segment(mfd, L.CTRL_SIZE, writable=True)
+        finally:
+            os.close(mfd)
         self._w = memoryview(self._ctrl_map).cast("Q")
 
     @property
@@ -371,31 +375,28 @@ class Resource:
     # ------------------------------------------------------------------ meta lock
     @contextlib.contextmanager
     def _meta(self) -> Iterator[memoryview]:
+        """The meta lock (see the module doc), with this handle's thread lock."""
         with self._tlock:
             w = self._live_words()
             if self._static:
                 yield w
                 return
+            if self._meta_depth:  # re-entered by this thread: the lock is ours already
+                yield w
+                return
             locks.lock(self._ctrl_fd, L.LOCK_META)
+            self._meta_depth += 1
             try:
-                if w[L.W_LIFE_SEQ] & 1:
-                    w[L.W_LIFE_SEQ] += 1  # the previous holder died mid-update
                 yield w
             finally:
+                self._meta_depth -= 1
                 locks.unlock(self._ctrl_fd, L.LOCK_META)
 
-    def _repair_life_if_torn(self) -> None:
-        with self._meta():
-            pass
-
-    @contextlib.contextmanager
-    def _life_update(self, w: memoryview) -> Iterator[None]:
-        """Seqlock write section; call with the meta lock held."""
-        w[L.W_LIFE_SEQ] += 1
-        try:
-            yield
-        finally:
-            w[L.W_LIFE_SEQ] += 1
+    def _publish(self, w: memoryview, **changes: Any) -> L.Life:
+        """Change the lifecycle atomically (one store); call with the meta lock held."""
+        life = dataclasses.replace(L.current_life(w), **changes)
+        L.publish_life(w, life)
+        return life
 
     # ------------------------------------------------------------------ lifecycle view
     def _live_words(self) -> memoryview:
@@ -407,77 +408,63 @@ class Resource:
         return w
 
     def _sync_life(self) -> None:
-        """Reload the lifecycle words if they changed (one load when they did not)."""
+        """Reload the lifecycle if it changed (one load when it did not)."""
         w = self._words
-        seq = w[L.W_LIFE_SEQ]
-        if seq == self._life_seq:
+        if w[L.W_LIFE_SEQ] == self._life_seq:
             return
-        spins = 0
-        while True:
-            s1 = w[L.W_LIFE_SEQ]
-            if s1 & 1:
-                spins += 1
-                if spins > 200:
-                    self._repair_life_if_torn()
-                    spins = 0
-                else:
-                    os.sched_yield()
-                continue
-            status = w[L.W_STATUS]
-            final_len = w[L.W_FINAL_LEN]
-            final_given = w[L.W_FINAL_GIVEN]
-            data_gen = w[L.W_DATA_GEN]
-            write_gen = w[L.W_WRITE_GEN]
-            capacity = w[L.W_CAPACITY]
-            data_capacity = w[L.W_DATA_CAPACITY]
-            frozen = w[L.W_FROZEN_LEN]
-            frozen_exact = w[L.W_FROZEN_EXACT]
-            unlinked = w[L.W_UNLINKED]
-            reason = ""
-            if status == State.FAILED:
-                reason = L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX)
-            if w[L.W_LIFE_SEQ] == s1:
-                break
-        if status > 3:
-            raise CorruptResource(f"status word {status} of {self._ns.label!r} is out of range")
-        self._status = State(status)
-        self._final_len = final_len
-        self._final_given = bool(final_given)
-        self._capacity = capacity
-        self._data_capacity = data_capacity
-        self._frozen_len = frozen
-        self._frozen_exact = bool(frozen_exact)
-        self._unlinked = bool(unlinked)
-        self._reason = reason
-        self._write_gen = write_gen
-        if data_gen != self._data_gen or self._life_seq == -1:  # -1: never synced
+        seq, life = L.read_life(w)
+        if life.status > 3:
+            raise CorruptResource(f"status {life.status} of {self._ns.label!r} is out of range")
+        self._status = State(life.status)
+        self._final_len = life.final_len
+        self._final_given = bool(life.final_given)
+        self._capacity = life.capacity
+        self._data_capacity = life.data_capacity
+        self._frozen_len = life.frozen_len
+        self._used_mask = life.used_mask
+        self._data_ino = life.data_ino
+        self._unlinked = bool(life.unlinked)
+        self._reason = life.reason
+        self._write_gen = life.write_gen
+        if life.data_gen != self._data_gen or self._life_seq == -1:  # -1: never synced
             self._cov = RangeSet()
             self._cursors.clear()
-        self._data_gen = data_gen
+            self._base_gen = 0
+        self._data_gen = life.data_gen
         # An unlinked resource never caches its lifecycle: every call takes the slow path,
         # where writes and waits on missing bytes raise ResourceNotFound.
-        self._life_seq = -2 if unlinked else s1
+        self._life_seq = -2 if life.unlinked else seq
 
     def _refresh(self) -> None:
-        """Bring the local coverage view up to date: lifecycle words, then every ring."""
-        self._sync_life()
-        if self._static or self._write_gen != self._data_gen:
-            return  # static, or a rewrite: readers see the frozen committed generation
+        """Bring the local coverage view up to date: the lifecycle, the generation's base
+        coverage, then every writer slot of the generation. Retried if the lifecycle changed
+        while it drained (a reactivate may have moved a slot to the next generation)."""
         w = self._words
-        used = w[L.W_USED_MASK]
-        gen = self._data_gen
-        add = self._add_range
-        while used:
-            low = used & -used
-            slot = low.bit_length() - 1
-            used ^= low
-            if w[L.slot_word(slot, L.S_CGEN)] != gen:
-                continue
-            cur = self._cursors.get(slot)
-            if cur is None:
-                cur = self._cursors[slot] = SlotCursor(slot)
-            if cur.pending(w):
-                cur.drain(w, add, self._open_journal)
+        while True:
+            self._sync_life()
+            if self._static or self._write_gen != self._data_gen:
+                return  # static, or a rewrite: readers see the frozen committed generation
+            seq = w[L.W_LIFE_SEQ]
+            gen = self._data_gen
+            if gen and self._base_gen != gen:
+                for s, e in self._base_ranges(gen):
+                    self._add_range(s, e)
+                self._base_gen = gen
+            used = self._used_mask
+            add = self._add_range
+            while used:
+                low = used & -used
+                slot = low.bit_length() - 1
+                used ^= low
+                if w[L.slot_word(slot, L.S_CGEN)] != gen:
+                    continue
+                cur = self._cursors.get(slot)
+                if cur is None:
+                    cur = self._cursors[slot] = SlotCursor(slot)
+                if cur.pending(w):
+                    cur.drain(w, add, self._open_journal)
+            if w[L.W_LIFE_SEQ] == seq:
+                return
 
     def _add_range(self, start: int, end: int) -> None:
         self._cov.add(start, end)
@@ -492,7 +479,7 @@ class Resource:
         try:
             fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=False)
         except ResourceNotFound:
-            if self._words[L.W_UNLINKED]:
+            if L.current_life(self._words).unlinked:
                 raise ResourceNotFound(
                     f"resource {self._ns.label!r} was unlinked before this handle read"
                     f" writer slot {slot}'s coverage"
@@ -516,10 +503,10 @@ class Resource:
         """The writer's side: a fresh journal segment (truncating a leftover of a writer of
         this slot that died between creating and publishing it)."""
         suffix = f"j{slot:x}_{gen & 0xFFFF:04x}"
-        if self._words[L.W_UNLINKED]:
+        if L.current_life(self._words).unlinked:
             raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
         fd = self._ns.open(suffix, create=True, truncate=True)
-        if self._words[L.W_UNLINKED]:  # an unlink raced us: do not leave the name behind
+        if L.current_life(self._words).unlinked:  # an unlink raced us: leave no name behind
             self._ns.unlink(suffix)
         try:
             reserve(fd, L.journal_size(capacity), f"journal of {self._ns.label!r}")
@@ -551,18 +538,20 @@ class Resource:
         self._ns.unlink(f"j{slot:x}_{gen & 0xFFFF:04x}")
 
     def _frozen_view(self) -> RangeSet:
-        """During a rewrite: the committed generation's coverage, as readers keep seeing it
-        until the next commit. ``[0, length)`` after ``commit(final_len)``; the exact ranges
-        after ``commit(None)``, read once from the segment the rewriter froze them in."""
-        gen = self._data_gen
+        """During a rewrite: the committed generation as readers keep seeing it until the
+        next commit. It is the base coverage of the generation being written (the rewrite
+        started as a copy of exactly these bytes), read once per rewrite."""
+        gen = self._write_gen
         if self._frozen is not None and self._frozen[0] == gen:
             return self._frozen[1]
-        if not self._frozen_exact:
-            view = RangeSet([(0, self._frozen_len)])
-        else:
-            view = RangeSet(self._read_ranges(f"f{gen & 0xFFFF:04x}"))
+        view = RangeSet(self._base_ranges(gen))
         self._frozen = (gen, view)
         return view
+
+    def _base_ranges(self, gen: int) -> list[tuple[int, int]]:
+        """The base coverage of generation ``gen`` > 0: the committed view of the generation
+        it was copied from, frozen when it was created (segment ``b<gen>``)."""
+        return self._read_ranges(f"b{gen & 0xFFFF:04x}")
 
     def _write_ranges(self, suffix: str, ranges: list[tuple[int, int]]) -> None:
         """An immutable segment in journal format holding ``ranges``."""
@@ -604,34 +593,42 @@ class Resource:
         """Take a free writer slot (meta lock held). Prefers a used slot whose writer is gone,
         so its coverage is continued rather than a new journal started."""
         w = self._words
-        used = w[L.W_USED_MASK]
+        life = L.current_life(w)
+        used = life.used_mask
         order = sorted(range(L.N_WRITERS), key=lambda i: not (used >> i) & 1)
         for slot in order:
             if locks.try_lock(self._ctrl_fd, L.LOCK_WRITER_BASE + slot):
                 break
         else:
             raise StorageError(f"{self._ns.label!r} already has {L.N_WRITERS} live writers")
-        self._slot = slot
-        w[L.slot_word(slot, L.S_PID)] = os.getpid()
-        self._pub = SlotPublisher(w, slot, self._create_journal, self._open_wjournal,
-                                  self._drop_journal)
-        gen = w[L.W_WRITE_GEN]
-        if w[L.slot_word(slot, L.S_CGEN)] != gen or not (used >> slot) & 1:
-            if (used >> slot) & 1 or w[L.slot_word(slot, L.S_HEAD)]:
-                self._pub.reset([])
-            w[L.slot_word(slot, L.S_CGEN)] = gen
-        self._pub_gen = gen
-        w[L.W_USED_MASK] = w[L.W_USED_MASK] | (1 << slot)
+        try:
+            w[L.slot_word(slot, L.S_PID)] = os.getpid()
+            pub = SlotPublisher(w, slot, self._create_journal, self._open_wjournal,
+                                self._drop_journal)
+            gen = life.write_gen
+            if w[L.slot_word(slot, L.S_CGEN)] != gen or not (used >> slot) & 1:
+                if (used >> slot) & 1 or w[L.slot_word(slot, L.S_HEAD)]:
+                    pub.reset([])  # coverage of an older generation: start over
+                w[L.slot_word(slot, L.S_CGEN)] = gen
+            if not (used >> slot) & 1:
+                self._publish(w, used_mask=used | (1 << slot))
+        except BaseException:
+            locks.unlock(self._ctrl_fd, L.LOCK_WRITER_BASE + slot)
+            raise
+        self._slot, self._pub, self._pub_gen = slot, pub, gen
+        self._lazy_writer = False
 
     def _rebase_slot(self) -> None:
         """Our slot's coverage belongs to an older generation: start it over in the new one."""
         with self._meta() as w:
-            gen = w[L.W_WRITE_GEN]
+            life = L.current_life(w)
+            gen = life.write_gen
             assert self._pub is not None and self._slot is not None
             if w[L.slot_word(self._slot, L.S_CGEN)] != gen:
                 self._pub.reset([])
                 w[L.slot_word(self._slot, L.S_CGEN)] = gen
-                w[L.W_USED_MASK] = w[L.W_USED_MASK] | (1 << self._slot)
+            if not (life.used_mask >> self._slot) & 1:
+                self._publish(w, used_mask=life.used_mask | (1 << self._slot))
             self._pub_gen = gen
 
     def _recently_alive(self) -> bool:
@@ -673,17 +670,41 @@ class Resource:
         ns = self._ns
         fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
         if ns.kind == "mmap" and not staged:
-            ino = self._words[L.W_DATA_INO]
+            ino = self._data_ino
             if ino and os.fstat(fd).st_ino != ino:
                 os.close(fd)
                 raise _Retry
         return fd
 
+    def _repair_data_file(self) -> None:
+        """mmap: the data file is not the one the committed generation names. A commit
+        publishes the new generation first and renames its staged file over the path
+        after; if that writer died in between, finish the rename for it (roll forward)."""
+        ns = self._ns
+        if not isinstance(ns, DirNamespace):
+            return
+        with self._meta():
+            self._sync_life()
+            staged = ns.data_suffix(self._data_gen, staged=True)
+            try:
+                if os.stat(ns.path).st_ino == self._data_ino:
+                    return  # the committing writer finished meanwhile
+            except FileNotFoundError:
+                pass
+            try:
+                if os.stat(os.path.join(ns.sidecar, staged)).st_ino == self._data_ino:
+                    ns.publish_data(self._data_gen)
+                    return
+            except FileNotFoundError:
+                pass
+        raise CorruptResource(f"data file of {ns.label!r} is not the committed generation's")
+
     def _ensure_rmap(self, need: int) -> memoryview:
         """A read mapping of the readable generation that covers ``[0, need)``."""
         if self._rview is not None and self._rgen == self._data_gen and need <= self._rsize:
             return self._rview
-        for _ in range(1000):
+        for attempt in range(1000):
+            seq = self._life_seq
             self._sync_life()
             gen, cap = self._data_gen, self._data_capacity
             if self._static:
@@ -705,8 +726,16 @@ class Resource:
                 else:
                     fd = self._data_fd(gen, staged=False, writable=False)
             except _Retry:
+                if attempt and attempt % 100 == 0:
+                    self._repair_data_file()
                 os.sched_yield()
                 continue
+            except ResourceNotFound:
+                # A commit may have removed this generation's data after we read the
+                # lifecycle: retry with the new one; anything else is a real absence.
+                if self._words[L.W_LIFE_SEQ] != seq and not self._unlinked:
+                    continue
+                raise
             try:
                 size = min(cap, segment_size(fd))
                 if size < need:
@@ -751,27 +780,28 @@ class Resource:
 
     def _grow(self, end: int) -> None:
         with self._meta() as w:
-            if w[L.W_UNLINKED]:
+            life = L.current_life(w)
+            if life.unlinked:
                 raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
-            cap = w[L.W_CAPACITY]
+            cap = life.capacity
             if end <= cap:
                 self._sync_life()
                 return
             new = _page_up(max(end, cap * 2))
             if new > _MAX:
                 new = _page_up(end)
-            gen = w[L.W_WRITE_GEN]
-            staged = gen != w[L.W_DATA_GEN]
+            gen = life.write_gen
+            staged = gen != life.data_gen
             ns = self._ns
             fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
             try:
-                reserve(fd, new, f"data of {ns.label!r}")
+                reserve(fd, new, f"data of {ns.label!r}")  # before anyone may touch it
             finally:
                 os.close(fd)
-            with self._life_update(w):
-                w[L.W_CAPACITY] = new
-                if not staged:
-                    w[L.W_DATA_CAPACITY] = new
+            if staged:
+                self._publish(w, capacity=new)
+            else:
+                self._publish(w, capacity=new, data_capacity=new)
         self._sync_life()
 
     # ------------------------------------------------------------------ checks
@@ -779,10 +809,21 @@ class Resource:
         w = self._live_words()
         if not self._writable:
             raise ReadOnlyError(f"{what}: {self._ns.label!r} was opened read-only")
-        if self._slot is None:  # a re-attached forked child, or static
-            raise ReadOnlyError(f"{what}: this handle holds no writer slot")
-        if w[L.W_UNLINKED]:
+        if L.current_life(w).unlinked:
             raise ResourceNotFound(f"{what}: resource {self._ns.label!r} was unlinked")
+        if self._slot is None:
+            if not self._lazy_writer:  # static
+                raise ReadOnlyError(f"{what}: this handle holds no writer slot")
+            # A writer handle inherited through fork claims its slot on first use, so a
+            # forked child that only reads never counts as a live writer.
+            with self._tlock:
+                if self._meta_depth:
+                    self._claim_writer_slot()
+                else:
+                    with self._meta():
+                        if self._slot is None:
+                            self._claim_writer_slot()
+            self._sync_life()
         return w
 
     def _raise_if_unlinked(self) -> None:
@@ -903,92 +944,81 @@ class Resource:
         with self._meta() as w:
             self._require_writer("commit")
             self._sync_life()
-            state = State(w[L.W_STATUS])
-            new = transition(state, Event.COMMIT, self._reason)
+            life = L.current_life(w)
+            state = State(life.status)
+            new = transition(state, Event.COMMIT, life.reason)
             if state is State.COMMITTED:
-                if final_len is None or final_len == w[L.W_FINAL_LEN]:
+                if final_len is None or final_len == life.final_len:
                     return
-                raise ReadOnlyError(
-                    f"{self._ns.label!r} is committed with length {w[L.W_FINAL_LEN]}"
-                )
-            extent = self._extent(w)
+                raise ReadOnlyError(f"{self._ns.label!r} is committed with length {life.final_len}")
+            gen, data_gen = life.write_gen, life.data_gen
+            extent = self._extent(w, life)
             length = extent if final_len is None else final_len
-            gen = w[L.W_WRITE_GEN]
-            data_gen = w[L.W_DATA_GEN]
-            rewriting = gen != data_gen
             ns = self._ns
-            cap = w[L.W_CAPACITY]
-            new_gen = gen
-            ino = w[L.W_DATA_INO]
-            if ns.kind == "mmap":
-                if not rewriting and length < extent:
+            cap, new_gen, ino, staged = life.capacity, gen, life.data_ino, gen != data_gen
+            if isinstance(ns, DirNamespace):
+                if not staged and length < extent:
                     # Never shrink a file under readers that may touch the cut bytes:
                     # stage a copy of the first `length` bytes as a new generation.
-                    new_gen = gen + 1
-                    self._stage_copy(new_gen, length)
-                    rewriting = True
+                    new_gen, staged = gen + 1, True
+                    self._stage_copy(new_gen, length, life.capacity)
+                    self._write_ranges(f"b{new_gen & 0xFFFF:04x}", [(0, length)] if length else [])
                 if self._wmap is not None:
                     self._wmap.flush()
-                fd = ns.open(ns.data_suffix(new_gen, staged=rewriting), create=False)
+                fd = ns.open(ns.data_suffix(new_gen, staged=staged), create=False)
                 try:
-                    os.ftruncate(fd, length)
+                    os.ftruncate(fd, length)  # only bytes no reader may touch are cut
                     os.fsync(fd)
+                    if staged:
+                        ino = os.fstat(fd).st_ino
                 finally:
                     os.close(fd)
-                if rewriting:
-                    ino = ns.publish_data(new_gen)
                 cap = length
             elif length > cap:
-                fd = ns.open(ns.data_suffix(gen, staged=rewriting), create=False)
+                fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
                 try:
                     reserve(fd, _page_up(length), f"data of {ns.label!r}")
                 finally:
                     os.close(fd)
                 cap = _page_up(length)
-            with self._life_update(w):
-                w[L.W_FINAL_LEN] = length
-                w[L.W_FINAL_GIVEN] = int(final_len is not None)
-                w[L.W_WRITE_GEN] = new_gen
-                w[L.W_DATA_GEN] = new_gen
-                w[L.W_CAPACITY] = cap
-                w[L.W_DATA_CAPACITY] = cap
-                w[L.W_FROZEN_LEN] = 0
-                w[L.W_FROZEN_EXACT] = 0
-                w[L.W_DATA_INO] = ino
-                if new_gen != gen:
-                    w[L.W_USED_MASK] = 0  # the staged copy's coverage is [0, length)
-                w[L.W_STATUS] = new
-            if rewriting and data_gen != new_gen:
-                ns.unlink(f"f{data_gen & 0xFFFF:04x}")
-                if ns.kind != "mmap":
+            self._publish(  # the commit point
+                w, status=new, final_len=length, final_given=int(final_len is not None),
+                data_gen=new_gen, write_gen=new_gen, capacity=cap, data_capacity=cap,
+                frozen_len=0, used_mask=life.used_mask if new_gen == gen else 0, data_ino=ino)
+            if new_gen != data_gen:  # a new generation is published: retire the old one
+                if isinstance(ns, DirNamespace):
+                    ns.publish_data(new_gen)  # rename; a reader rolls it forward if we die
+                else:
                     ns.unlink(ns.data_suffix(data_gen, staged=False))
+                if data_gen:
+                    ns.unlink(f"b{data_gen & 0xFFFF:04x}")
         self._sync_life()
         self._wake_all()
         for fn in self._on_commit:
             fn(length)
 
-    def _extent(self, w: memoryview) -> int:
-        gen = w[L.W_WRITE_GEN]
-        used = w[L.W_USED_MASK]
-        ext = 0
+    def _extent(self, w: memoryview, life: L.Life) -> int:
+        """The written extent of the generation being written: its slots' extents, and
+        during a rewrite the length it was copied from."""
+        gen, used = life.write_gen, life.used_mask
+        ext = life.frozen_len if gen != life.data_gen else 0
         for slot in range(L.N_WRITERS):
             if (used >> slot) & 1 and w[L.slot_word(slot, L.S_CGEN)] == gen:
                 ext = max(ext, w[L.slot_word(slot, L.S_EXTENT)])
         return ext
 
-    def _stage_copy(self, gen: int, length: int) -> None:
+    def _stage_copy(self, gen: int, length: int, capacity: int) -> None:
         """Write the first ``length`` readable bytes into the staged data of ``gen``."""
         ns = self._ns
         fd = ns.open(ns.data_suffix(gen, staged=True), create=True, truncate=True)
         try:
-            cap = _page_up(max(length, self._capacity))
+            cap = _page_up(max(length, capacity))
             reserve(fd, cap, f"data of {ns.label!r}")
             if length:
                 src = self._ensure_rmap(length)
                 m = map_segment(fd, cap, writable=True)
                 try:
-                    n = min(length, len(src))
-                    m[0:n] = src[0:n]
+                    m[0:length] = src[0:length]
                 finally:
                     m.close()
         finally:
@@ -1000,13 +1030,12 @@ class Resource:
         first reason. Wakes every waiter."""
         with self._meta() as w:
             self._require_writer("fail")
-            state = State(w[L.W_STATUS])
-            transition(state, Event.FAIL, self._reason)
+            life = L.current_life(w)
+            state = State(life.status)
+            transition(state, Event.FAIL, life.reason)
             if is_noop(state, Event.FAIL):
                 return
-            with self._life_update(w):
-                L.write_reason(w, str(reason))
-                w[L.W_STATUS] = State.FAILED
+            self._publish(w, status=State.FAILED, reason=str(reason))
         self._sync_life()
         self._wake_all()
 
@@ -1015,12 +1044,12 @@ class Resource:
         ``Cancelled``. Terminal. Wakes every waiter."""
         with self._meta() as w:
             self._require_writer("cancel")
-            state = State(w[L.W_STATUS])
-            transition(state, Event.CANCEL, self._reason)
+            life = L.current_life(w)
+            state = State(life.status)
+            transition(state, Event.CANCEL, life.reason)
             if is_noop(state, Event.CANCEL):
                 return
-            with self._life_update(w):
-                w[L.W_STATUS] = State.CANCELLED
+            self._publish(w, status=State.CANCELLED)
         self._sync_life()
         self._wake_all()
 
@@ -1036,40 +1065,34 @@ class Resource:
         with self._meta() as w:
             self._require_writer("reactivate")
             self._sync_life()
-            state = State(w[L.W_STATUS])
-            transition(state, Event.REACTIVATE, self._reason)
+            life = L.current_life(w)
+            state = State(life.status)
+            transition(state, Event.REACTIVATE, life.reason)
             if state is State.ACTIVE:
                 return
-            if state is State.FAILED and w[L.W_FINAL_LEN] == 0 and not w[L.W_FINAL_GIVEN]:
-                with self._life_update(w):
-                    w[L.W_REASON_LEN] = 0
-                    w[L.W_STATUS] = State.ACTIVE
+            if state is State.FAILED and life.final_len == 0 and not life.final_given:
+                self._publish(w, status=State.ACTIVE, reason="")
             else:
-                length = w[L.W_FINAL_LEN]
-                data_gen = w[L.W_DATA_GEN]
-                new_gen = data_gen + 1
-                exact = not w[L.W_FINAL_GIVEN]
-                if exact:  # commit(None): holes stay holes, in the frozen view and after
-                    self._refresh()
-                    carried = list(self._cov)
-                    self._write_ranges(f"f{data_gen & 0xFFFF:04x}", carried)
-                else:
+                length, new_gen = life.final_len, life.data_gen + 1
+                if life.final_given:
                     carried = [(0, length)] if length else []
-                self._stage_copy(new_gen, length)
+                else:  # commit(None): holes stay holes
+                    self._refresh()
+                    carried = [(s, min(e, length)) for s, e in self._cov if s < length]
+                # 1-2: the bytes and the coverage the rewrite starts from; orphans (removed
+                # by unlink, overwritten by the next reactivate) if we die before 3.
+                self._stage_copy(new_gen, length, life.capacity)
+                self._write_ranges(f"b{new_gen & 0xFFFF:04x}", carried)
+                # 3: the commit point.
+                self._publish(w, status=State.ACTIVE, write_gen=new_gen,
+                              capacity=_page_up(max(length, life.capacity)), frozen_len=length,
+                              used_mask=0, final_len=0, final_given=0, reason="")
+                # 4: our slot moves to the new generation (a resuming writer does the same).
                 assert self._pub is not None and self._slot is not None
+                self._pub.reset([])
                 w[L.slot_word(self._slot, L.S_CGEN)] = new_gen
-                self._pub.reset(carried)
+                self._publish(w, used_mask=1 << self._slot)
                 self._pub_gen = new_gen
-                with self._life_update(w):
-                    w[L.W_WRITE_GEN] = new_gen
-                    w[L.W_CAPACITY] = _page_up(max(length, self._capacity))
-                    w[L.W_FROZEN_LEN] = length
-                    w[L.W_FROZEN_EXACT] = int(exact)
-                    w[L.W_USED_MASK] = 1 << self._slot
-                    w[L.W_FINAL_LEN] = 0
-                    w[L.W_FINAL_GIVEN] = 0
-                    w[L.W_REASON_LEN] = 0
-                    w[L.W_STATUS] = State.ACTIVE
         self._sync_life()
         self._wake_all()
 
@@ -1169,6 +1192,9 @@ class Resource:
                 if got is not None:
                     return got
                 if missing and not self._recently_alive():
+                    got = check()  # the last writer may have covered it and then left
+                    if got is not None:
+                        return got
                     raise WriterDied(
                         f"no writer is left and [{start}, {end}) is not covered"
                         " (resume with open(..., mode='r+'))",
@@ -1206,7 +1232,7 @@ class Resource:
     def _spin(w: memoryview, rounds: int) -> None:
         """Yield the CPU up to ``rounds`` times, until any writer publishes or the lifecycle
         or the interrupt count changes."""
-        used = w[L.W_USED_MASK]
+        used = L.read_life(w)[1].used_mask
         heads = [L.slot_word(s, L.S_HEAD) for s in range(L.N_WRITERS) if (used >> s) & 1]
         life, intr = L.W_LIFE_SEQ, L.W_INTERRUPT_SEQ
         sig = [w[life], w[intr], *(w[h] for h in heads)]
@@ -1238,7 +1264,7 @@ class Resource:
                 w[base + L.T_END] = end
                 return slot, waker
         with self._meta() as w:
-            if w[L.W_UNLINKED]:
+            if L.current_life(w).unlinked:
                 raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
             mask = w[L.W_WAITERS_MASK]
             for slot in range(L.N_WAITERS):
@@ -1560,8 +1586,8 @@ class Resource:
                 return
             L.check_block(w, L.CTRL_SIZE)
             self._refresh()
-            union = RangeSet()
-            used = w[L.W_USED_MASK]
+            union = RangeSet(self._base_ranges(self._data_gen) if self._data_gen else [])
+            used = L.current_life(w).used_mask
             for slot in range(L.N_WRITERS):
                 if (used >> slot) & 1:
                     j = self._open_journal(slot, w[L.slot_word(slot, L.S_JGEN)])
@@ -1649,9 +1675,8 @@ class Resource:
             return
         if not self._closed and self._w is not None:
             with self._meta() as w:
-                if not w[L.W_UNLINKED]:
-                    with self._life_update(w):
-                        w[L.W_UNLINKED] = 1
+                if not L.current_life(w).unlinked:
+                    self._publish(w, unlinked=1)
                 ns.unlink_all()  # under the meta lock: no waiter creates a semaphore now
             self._sync_life()
             self._wake_all()
@@ -1686,6 +1711,8 @@ class Resource:
         if isinstance(self._ns, MemNamespace):
             raise ResourceClosed("a mem resource does not cross fork; use shm")
         self._forked = False
+        self._meta_depth = 0
+        self._lazy_writer = self._writable
         self._slot = None
         self._pub = None
         self._wakers.clear()
@@ -1799,14 +1826,9 @@ def _adopt(ns: DirNamespace, size: int) -> Resource:
         m = map_segment(fd, L.CTRL_SIZE, writable=True)
         w = memoryview(m).cast("Q")
         try:
-            L.init_block(w, "mmap", ns.path, time.time_ns())
-            w[L.W_MAGIC] = 0
-            w[L.W_STATUS] = State.COMMITTED
-            w[L.W_FINAL_LEN] = size
-            w[L.W_FINAL_GIVEN] = 1
-            w[L.W_CAPACITY] = w[L.W_DATA_CAPACITY] = size
-            w[L.W_DATA_INO] = os.stat(ns.path).st_ino
-            w[L.W_LIFE_SEQ] = 2
+            life = L.Life(status=State.COMMITTED, final_len=size, final_given=1, capacity=size,
+                          data_capacity=size, data_ino=os.stat(ns.path).st_ino)
+            L.init_block(w, "mmap", ns.path, time.time_ns(), life)
             w[L.W_MAGIC] = L.MAGIC
         finally:
             w.release()

@@ -7,11 +7,21 @@ reader never sees half of a field (see ``ring.py`` for what that buys and what i
 
 Layout (byte offsets)::
 
-    0      header      32 words (256 bytes) of fields, then the fail reason and the name
-    256    reason      512 bytes, UTF-8, length in W_REASON_LEN
-    768    name        256 bytes, UTF-8, length in W_NAME_LEN
-    1024   writer slots   N_WRITERS x (64-byte slot header + RING_LEN x 32-byte ring entries)
+    0      header         32 words: static fields, the lifecycle sequence, masks
+    256    life records   2 x 16 words: the lifecycle, double-buffered (see below)
+    512    reasons        2 x 256 bytes: the fail reason of each life record
+    1024   name           256 bytes, UTF-8
+    2048   writer slots   N_WRITERS x (64-byte slot header + RING_LEN x 32-byte ring entries)
     ...    waiter slots   N_WAITERS x 64 bytes
+
+The lifecycle (status, lengths, generations, capacities) changes only under the meta lock,
+and atomically: the writer fills the *inactive* life record (and its reason), then stores
+``LIFE_SEQ + 1``, whose parity selects the active record. That one store is the commit
+point, so a writer killed half-way through a lifecycle change leaves the previous record in
+force, whole. A reader loads ``LIFE_SEQ``, reads the record it selects, and loads
+``LIFE_SEQ`` again; if it moved, the writer may be refilling that record and the reader
+retries (it never waits on a writer: the record it reads is not the one being written
+unless two changes happened during its read).
 
 Locks are open-file-description byte-range locks on the control file at offsets that need no
 backing bytes (a lock may lie past the end of a file): see ``LOCK_*``.
@@ -20,6 +30,7 @@ backing bytes (a lock may lie past the end of a file): see ``LOCK_*``.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from ..errors import CorruptResource
 
@@ -28,10 +39,11 @@ __all__ = [
     "JOURNAL_HEADER",
     "MAGIC",
     "VERSION",
+    "Life",
 ]
 
-MAGIC = int.from_bytes(b"SHMSTOR\x01", "little")
-VERSION = 1
+MAGIC = int.from_bytes(b"SHMSTOR\x02", "little")
+VERSION = 2
 
 N_WRITERS = 16  # writer processes (or handles) that can be attached at once
 N_WAITERS = 64  # parked waiters at once, across all processes; a u64 mask tracks them
@@ -46,34 +58,104 @@ W_N_WRITERS = 4
 W_N_WAITERS = 5
 W_RING_LEN = 6
 W_STATIC_CHECK = 7  # check word over words 0..6: a foreign or damaged block fails it
-W_LIFE_SEQ = 8  # seqlock over the lifecycle words below: odd while a writer updates them
-W_STATUS = 9  # core.lifecycle.State
-W_FINAL_LEN = 10  # readable length once committed
-W_FINAL_GIVEN = 11  # 1 when commit() was given final_len
-W_DATA_GEN = 12  # the generation readers read
-W_WRITE_GEN = 13  # the generation writers write (== DATA_GEN unless a rewrite is running)
-W_CAPACITY = 14  # reserved bytes of the WRITE_GEN data segment
-W_DATA_CAPACITY = 15  # reserved bytes of the DATA_GEN data segment
-W_FROZEN_LEN = 16  # during a rewrite: readable length of the DATA_GEN generation
-W_INTERRUPT_SEQ = 17  # bumped by interrupt(): every parked waiter returns INTERRUPTED
-W_USED_MASK = 18  # writer slots holding coverage of WRITE_GEN
-W_WAITERS_MASK = 19  # waiter slots in use
-W_REASON_LEN = 20
-W_NAME_LEN = 21
-W_DATA_INO = 22  # mmap backend: inode of the committed data file (detects a rename race)
-W_CREATED_NS = 23  # informational
-W_WRITES = 24  # reserved
-W_FROZEN_EXACT = 25  # during a rewrite: 1 when the frozen coverage is exact (segment f<gen>)
-W_UNLINKED = 26  # 1 once unlink() removed the resource's names
+W_LIFE_SEQ = 8  # number of lifecycle changes; its parity selects the active life record
+W_INTERRUPT_SEQ = 9  # bumped by interrupt(): every parked waiter returns INTERRUPTED
+W_WAITERS_MASK = 10  # waiter slots in use
+W_NAME_LEN = 11
+W_CREATED_NS = 12  # informational
 HEADER_WORDS = 32
 
-REASON_OFF = 256
-REASON_MAX = 512
-NAME_OFF = 768
+# --- life records -------------------------------------------------------------------------
+RECORDS_OFF = 256
+R_WORDS = 16
+R_STATUS = 0  # core.lifecycle.State
+R_FINAL_LEN = 1  # readable length once committed
+R_FINAL_GIVEN = 2  # 1 when commit() was given final_len
+R_DATA_GEN = 3  # the generation readers read
+R_WRITE_GEN = 4  # the generation writers write (== DATA_GEN unless a rewrite is running)
+R_CAPACITY = 5  # reserved bytes of the WRITE_GEN data
+R_DATA_CAPACITY = 6  # reserved bytes of the DATA_GEN data
+R_FROZEN_LEN = 7  # during a rewrite: readable length of the DATA_GEN generation
+R_USED_MASK = 8  # writer slots holding coverage of WRITE_GEN
+R_UNLINKED = 9  # 1 once unlink() removed the resource's names
+R_DATA_INO = 10  # mmap backend: inode the data file of DATA_GEN must have
+R_REASON_LEN = 11  # bytes of this record's reason
+R_FIELDS = 12
+
+REASON_OFF = 512
+REASON_MAX = 256
+NAME_OFF = 1024
 NAME_MAX = 256
 
+
+@dataclass(frozen=True, slots=True)
+class Life:
+    """One life record, decoded."""
+
+    status: int = 0
+    final_len: int = 0
+    final_given: int = 0
+    data_gen: int = 0
+    write_gen: int = 0
+    capacity: int = 0
+    data_capacity: int = 0
+    frozen_len: int = 0
+    used_mask: int = 0
+    unlinked: int = 0
+    data_ino: int = 0
+    reason: str = ""
+
+
+def record_word(copy: int, field: int) -> int:
+    return RECORDS_OFF // 8 + copy * R_WORDS + field
+
+
+def read_life(words: memoryview) -> tuple[int, Life]:
+    """The lifecycle sequence and the life record it selects, read consistently."""
+    while True:
+        seq = words[W_LIFE_SEQ]
+        base = record_word(seq & 1, 0)
+        f = words[base : base + R_FIELDS].tolist()
+        reason = ""
+        if f[R_REASON_LEN]:
+            off = REASON_OFF + (seq & 1) * REASON_MAX
+            n = min(f[R_REASON_LEN], REASON_MAX)
+            reason = bytes(words.cast("B")[off : off + n]).decode("utf-8", "replace")
+        if words[W_LIFE_SEQ] == seq:
+            return seq, Life(f[R_STATUS], f[R_FINAL_LEN], f[R_FINAL_GIVEN], f[R_DATA_GEN],
+                             f[R_WRITE_GEN], f[R_CAPACITY], f[R_DATA_CAPACITY], f[R_FROZEN_LEN],
+                             f[R_USED_MASK], f[R_UNLINKED], f[R_DATA_INO], reason)
+
+
+def current_life(words: memoryview) -> Life:
+    """The active life record (call with the meta lock held: nobody else changes it)."""
+    return read_life(words)[1]
+
+
+def publish_life(words: memoryview, life: Life) -> None:
+    """Write ``life`` into the inactive record, then make it active with one store.
+    Call with the meta lock held."""
+    seq = words[W_LIFE_SEQ]
+    nxt = (seq + 1) & 1
+    raw = life.reason.encode()[:REASON_MAX]
+    off = REASON_OFF + nxt * REASON_MAX
+    words.cast("B")[off : off + len(raw)] = raw
+    base = record_word(nxt, 0)
+    words[base : base + R_FIELDS] = _pack_record(life, len(raw))
+    words[W_LIFE_SEQ] = seq + 1  # the commit point
+
+
+def _pack_record(life: Life, reason_len: int) -> memoryview:
+    import array  # array is pure; only lifecycle changes need it
+
+    return memoryview(array.array("Q", [
+        life.status, life.final_len, life.final_given, life.data_gen, life.write_gen,
+        life.capacity, life.data_capacity, life.frozen_len, life.used_mask, life.unlinked,
+        life.data_ino, reason_len]))
+
+
 # --- writer slots -------------------------------------------------------------------------
-WRITERS_OFF = 1024
+WRITERS_OFF = 2048
 SLOT_HEADER = 64
 ENTRY_SIZE = 32
 SLOT_SIZE = SLOT_HEADER + RING_LEN * ENTRY_SIZE
@@ -151,20 +233,21 @@ def waiter_word(slot: int, field: int) -> int:
     return (WAITERS_OFF + slot * WAITER_SIZE) // 8 + field
 
 
-def init_block(words: memoryview, backend: str, name: str, created_ns: int) -> None:
-    """Fill a zeroed control block. The magic word is stored last: a block whose creator died
-    half-way has no magic and is reported as ``CorruptResource`` (issue of the creator, never
-    misread as a valid block)."""
+def init_block(words: memoryview, backend: str, name: str, created_ns: int, life: Life) -> None:
+    """Fill a zeroed control block, except the magic word: the creator stores it last, once
+    the resource is whole, so a block whose creator died half-way is never taken for a valid
+    one (``open`` reports ``CorruptResource``)."""
     static = [MAGIC, VERSION, CTRL_SIZE, BACKEND_CODES[backend], N_WRITERS, N_WAITERS, RING_LEN]
     for i, v in enumerate(static[1:], start=1):
         words[i] = v
     words[W_STATIC_CHECK] = mix(*static)
     raw = name.encode()[:NAME_MAX]
-    mem = words.cast("B")
-    mem[NAME_OFF : NAME_OFF + len(raw)] = raw
+    words.cast("B")[NAME_OFF : NAME_OFF + len(raw)] = raw
     words[W_NAME_LEN] = len(raw)
     words[W_CREATED_NS] = created_ns
-    words[W_MAGIC] = MAGIC
+    base = record_word(0, 0)
+    words[base : base + R_FIELDS] = _pack_record(life, 0)
+    words[W_LIFE_SEQ] = 0
 
 
 def validate_block(words: memoryview, size: int) -> None:
@@ -178,31 +261,35 @@ def validate_block(words: memoryview, size: int) -> None:
     static = [words[i] for i in range(W_STATIC_CHECK)]
     if words[W_STATIC_CHECK] != mix(*static) or static[W_CTRL_SIZE] != CTRL_SIZE:
         raise CorruptResource("control block header check failed")
-    if words[W_STATUS] > 3:
-        raise CorruptResource(f"status word {words[W_STATUS]} is out of range")
-    if words[W_REASON_LEN] > REASON_MAX or words[W_NAME_LEN] > NAME_MAX:
-        raise CorruptResource("reason or name length out of range")
-    if words[W_WRITE_GEN] < words[W_DATA_GEN] or words[W_WRITE_GEN] > words[W_DATA_GEN] + 1:
+    if words[W_NAME_LEN] > NAME_MAX:
+        raise CorruptResource("name length out of range")
+    validate_life(read_life(words)[1])
+
+
+def validate_life(life: Life) -> None:
+    if life.status > 3:
+        raise CorruptResource(f"status word {life.status} is out of range")
+    if life.write_gen < life.data_gen or life.write_gen > life.data_gen + 1:
         raise CorruptResource("data generations contradict each other")
-    if words[W_FINAL_LEN] >= MAX_OFFSET or words[W_CAPACITY] >= MAX_OFFSET:
+    if max(life.final_len, life.capacity, life.data_capacity, life.frozen_len) >= MAX_OFFSET:
         raise CorruptResource("length field out of range")
+    if life.used_mask >= (1 << N_WRITERS):
+        raise CorruptResource("writer mask has bits past the table")
 
 
 def check_block(words: memoryview, size: int) -> None:
-    """Invariant checker for a quiescent control block (no update in progress): the
-    validation above, plus the seqlock at rest and the tables consistent with their masks."""
+    """Invariant checker for a quiescent control block: the validation above, plus the
+    tables consistent with their masks."""
     validate_block(words, size)
-    assert words[W_LIFE_SEQ] % 2 == 0, "lifecycle seqlock left odd"
-    assert words[W_USED_MASK] < (1 << N_WRITERS), "writer mask has bits past the table"
+    life = read_life(words)[1]
     assert words[W_WAITERS_MASK] < (1 << N_WAITERS), "waiter mask has bits past the table"
-    if words[W_WRITE_GEN] == words[W_DATA_GEN]:
-        assert words[W_FROZEN_LEN] == 0, "a frozen length outside a rewrite"
-        assert words[W_CAPACITY] == words[W_DATA_CAPACITY], "one generation, two capacities"
-    used = words[W_USED_MASK]
+    if life.write_gen == life.data_gen:
+        assert life.frozen_len == 0, "a frozen length outside a rewrite"
+        assert life.capacity == life.data_capacity, "one generation, two capacities"
     for slot in range(N_WRITERS):
-        if (used >> slot) & 1:
+        if (life.used_mask >> slot) & 1:
             assert words[slot_word(slot, S_JGEN)] != 0, f"used writer slot {slot} has no journal"
-            assert words[slot_word(slot, S_CGEN)] == words[W_WRITE_GEN], (
+            assert words[slot_word(slot, S_CGEN)] == life.write_gen, (
                 f"used writer slot {slot} belongs to another generation")
     for slot in range(N_WAITERS):
         base = waiter_word(slot, 0)
@@ -213,12 +300,6 @@ def check_block(words: memoryview, size: int) -> None:
 def read_text(words: memoryview, off: int, length_word: int, limit: int) -> str:
     n = min(words[length_word], limit)
     return bytes(words.cast("B")[off : off + n]).decode("utf-8", "replace")
-
-
-def write_reason(words: memoryview, reason: str) -> None:
-    raw = reason.encode()[:REASON_MAX]
-    words.cast("B")[REASON_OFF : REASON_OFF + len(raw)] = raw
-    words[W_REASON_LEN] = len(raw)
 
 
 _JHDR = struct.Struct("<7Q")

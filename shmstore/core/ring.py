@@ -23,13 +23,14 @@ Publishing ``[start, end)`` as ``seq`` (writer)::
     2. journal entry  compacted + seq - base_seq  (start, end)
     3. ring entry seq % RING_LEN, in this order:  start, end,
                                                   check = entry_check(seq, start, end), seq
-    4. head = seq
+    4. extent = max(extent, end)                  (what commit(None) takes as the length)
+    5. head = seq
 
 x86-64 is TSO: stores become visible in program order and loads are not reordered with
 other loads, so a reader that loads ``head >= seq`` and then the entry sees the entry's bytes,
-and the journal entry. (On a weakly ordered CPU steps 1-4 need release/acquire fences; the
+and the journal entry. (On a weakly ordered CPU steps 1-5 need release/acquire fences; the
 full barrier the writer already passes before reading the waiter table, see
-``shmstore.resource``, is placed after step 4, so porting needs one more before it.)
+``shmstore.resource``, is placed after step 5, so porting needs one more before it.)
 
 Draining (reader): a cursor per slot holds the last seq consumed.
 
@@ -139,6 +140,13 @@ class SlotPublisher:
         if jslot != slot or jgen != gen or self.seq + 1 < base or cc + self.seq + 1 - base > cap:
             raise CorruptResource(f"journal {gen} of writer slot {slot} contradicts its slot")
         self._j, self._gen, self._cc, self._base, self._cap = j, gen, cc, base, cap
+        # A writer killed between storing head and extent (an older layout) or after a
+        # partial compaction must not leave a resumed extent below the coverage.
+        n = cc + self.seq + 1 - base
+        ends = j[_JH + 1 : _JH + 2 * n : 2].tolist()
+        if ends and max(ends) > self.extent:
+            self.extent = max(ends)
+            words[self._extent_w] = self.extent
 
     def _start_journal(self, merged: list[tuple[int, int]], gen: int) -> None:
         cap = max(MIN_JOURNAL, 4 * len(merged))
@@ -182,11 +190,11 @@ class SlotPublisher:
         w[e + 3] = ((((seq * 0x9E3779B97F4A7C15) ^ start) * 0xBF58476D1CE4E5B9 ^ end)
                     * 0x94D049BB133111EB) & 0xFFFF_FFFF_FFFF_FFFF  # entry_check, inlined
         w[e] = seq
-        w[self._head_w] = seq
-        self.seq = seq
-        if end > self.extent:
+        if end > self.extent:  # before head: the extent never lags what is covered
             self.extent = end
             w[self._extent_w] = end
+        w[self._head_w] = seq
+        self.seq = seq
         return seq
 
     def ranges(self) -> list[tuple[int, int]]:
@@ -291,6 +299,8 @@ class SlotCursor:
                 lo = 0  # full resync: the compacted prefix and every entry since
             hi = cc + h + 1 - base
             if hi > cap:
+                if words[self._jgen_w] != g1:
+                    continue  # compacted between our loads of gen and head: reload
                 raise CorruptResource(f"writer slot {self.slot} head {h} is past its journal")
             flat = j[_JH + 2 * lo : _JH + 2 * hi].tolist()
             if words[self._jgen_w] != g1:

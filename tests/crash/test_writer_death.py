@@ -215,13 +215,15 @@ def _check_after_crash(spec: W.Spec, op: str) -> str | None:
 def test_writer_killed_at_each_store_of_a_lifecycle_change(
         H: Harness, kind: str, op: str) -> None:
     """The writer dies just before each store it makes into the control block during
-    ``op`` (inside the meta lock and the lifecycle seqlock). Readers must not spin forever on
-    the odd seqlock, must see the state before or after ``op`` (never a committed resource
-    that lost its bytes or its coverage), and a new writer must resume and commit."""
+    ``op`` (inside the meta lock). Readers must see the state before or after ``op`` (never
+    a committed resource that lost its bytes or its coverage), and a new writer must resume
+    and commit."""
     spec = _prepare(H, kind, op)
     H.start("dry", W.lifecycle_crash_writer, spec, op, None, LENGTH)
     stores = H.results(["dry"])["dry"]
-    assert stores > 3
+    # A lifecycle change is the inactive record (one slice store) and the flip, plus the
+    # slot's stores for a reactivate: at least two kill points.
+    assert stores >= 2
     failures: list[str] = []
     for k in range(stores):
         spec = _prepare(H, kind, op)

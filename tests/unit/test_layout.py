@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shmstore.core import layout as L
@@ -10,20 +12,24 @@ from shmstore.errors import CorruptResource
 pytestmark = pytest.mark.timeout(30)
 
 
-def fresh_block(backend: str = "shm", name: str = "job-42",
-                created_ns: int = 1234) -> tuple[bytearray, memoryview]:
+def fresh_block(backend: str = "shm", name: str = "job-42", created_ns: int = 1234,
+                life: L.Life | None = None) -> tuple[bytearray, memoryview]:
     raw = bytearray(L.CTRL_SIZE)
     words = memoryview(raw).cast("Q")
-    L.init_block(words, backend, name, created_ns)
+    L.init_block(words, backend, name, created_ns, life or L.Life(capacity=4096,
+                                                                  data_capacity=4096))
+    words[L.W_MAGIC] = L.MAGIC
     return raw, words
 
 
 def test_sizes_and_offsets_are_consistent() -> None:
     assert L.CTRL_SIZE % 4096 == 0
     assert L.CTRL_SIZE >= L.CTRL_SIZE_RAW
-    assert L.HEADER_WORDS * 8 == L.REASON_OFF
-    assert L.REASON_OFF + L.REASON_MAX == L.NAME_OFF
-    assert L.NAME_OFF + L.NAME_MAX == L.WRITERS_OFF
+    assert L.HEADER_WORDS * 8 == L.RECORDS_OFF
+    assert L.RECORDS_OFF + 2 * L.R_WORDS * 8 == L.REASON_OFF
+    assert L.R_FIELDS <= L.R_WORDS
+    assert L.REASON_OFF + 2 * L.REASON_MAX == L.NAME_OFF
+    assert L.NAME_OFF + L.NAME_MAX <= L.WRITERS_OFF
     assert L.SLOT_SIZE == L.SLOT_HEADER + L.RING_LEN * L.ENTRY_SIZE
     assert L.WAITERS_OFF == L.WRITERS_OFF + L.N_WRITERS * L.SLOT_SIZE
     assert L.slot_word(0, L.S_HEAD) == L.WRITERS_OFF // 8
@@ -34,13 +40,12 @@ def test_sizes_and_offsets_are_consistent() -> None:
     assert L.waiter_word(0, 0) == L.WAITERS_OFF // 8
     assert (L.waiter_word(L.N_WAITERS - 1, 0) * 8 + L.WAITER_SIZE) == L.CTRL_SIZE_RAW
     assert L.N_WAITERS <= 64  # a u64 mask tracks them
-    assert L.MAGIC.to_bytes(8, "little") == b"SHMSTOR\x01"
+    assert L.MAGIC.to_bytes(8, "little") == b"SHMSTOR\x02"
 
 
 def test_init_and_validate_round_trip() -> None:
     raw, w = fresh_block("mmap", "job-42", 987654321)
     L.validate_block(w, len(raw))
-    assert w[L.W_MAGIC] == L.MAGIC
     assert w[L.W_VERSION] == L.VERSION
     assert w[L.W_CTRL_SIZE] == L.CTRL_SIZE
     assert w[L.W_BACKEND] == L.BACKEND_CODES["mmap"] == 2
@@ -48,9 +53,8 @@ def test_init_and_validate_round_trip() -> None:
     assert w[L.W_N_WAITERS] == L.N_WAITERS
     assert w[L.W_RING_LEN] == L.RING_LEN
     assert w[L.W_CREATED_NS] == 987654321
-    assert w[L.W_STATUS] == 0
+    assert L.read_life(w) == (0, L.Life(capacity=4096, data_capacity=4096))
     assert L.read_text(w, L.NAME_OFF, L.W_NAME_LEN, L.NAME_MAX) == "job-42"
-    assert bytes(raw[L.NAME_OFF : L.NAME_OFF + 6]) == b"job-42"
 
 
 @pytest.mark.parametrize("backend", ["shm", "mmap", "mem"])
@@ -65,19 +69,41 @@ def test_long_name_is_cut_to_its_field() -> None:
     L.validate_block(w, len(raw))
     assert w[L.W_NAME_LEN] == L.NAME_MAX
     assert L.read_text(w, L.NAME_OFF, L.W_NAME_LEN, L.NAME_MAX) == "n" * L.NAME_MAX
-    # the name never spills into the writer slots
-    assert w[L.slot_word(0, 0)] == 0
+    assert w[L.slot_word(0, 0)] == 0  # the name never spills into the writer slots
 
 
-def test_reason_round_trip_and_cut() -> None:
-    raw, w = fresh_block()
-    L.write_reason(w, "disk on fire")
-    assert L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX) == "disk on fire"
-    L.write_reason(w, "r" * 1000)
-    assert w[L.W_REASON_LEN] == L.REASON_MAX
-    assert L.read_text(w, L.REASON_OFF, L.W_REASON_LEN, L.REASON_MAX) == "r" * L.REASON_MAX
+# ------------------------------------------------------------------------------ life records
+def test_publish_alternates_records_and_round_trips() -> None:
+    _raw, w = fresh_block()
+    lives = [L.Life(status=2, reason="disk on fire"), L.Life(status=1, final_len=10,
+                                                             final_given=1),
+             L.Life(status=0, data_gen=3, write_gen=4, frozen_len=7, used_mask=5,
+                    unlinked=1, data_ino=99, capacity=8192, data_capacity=4096)]
+    for i, life in enumerate(lives, start=1):
+        L.publish_life(w, life)
+        assert L.read_life(w) == (i, life)
+
+
+def test_reason_is_cut_to_its_field_and_kept_per_record() -> None:
+    _raw, w = fresh_block()
+    L.publish_life(w, L.Life(status=2, reason="r" * 1000))
+    assert L.current_life(w).reason == "r" * L.REASON_MAX
+    L.publish_life(w, L.Life(status=2, reason="short"))
+    assert L.current_life(w).reason == "short"
     assert L.read_text(w, L.NAME_OFF, L.W_NAME_LEN, L.NAME_MAX) == "job-42"
-    L.validate_block(w, len(raw))
+
+
+def test_a_publish_cut_short_leaves_the_previous_record_whole() -> None:
+    """A writer killed while filling the inactive record, before the flip: readers keep the
+    previous lifecycle, whole (the crash model of lifecycle changes)."""
+    _raw, w = fresh_block()
+    before = L.Life(status=1, final_len=100, final_given=1, capacity=4096, data_capacity=4096)
+    L.publish_life(w, before)
+    seq = w[L.W_LIFE_SEQ]
+    inactive = L.record_word((seq + 1) & 1, 0)
+    for field, value in ((L.R_STATUS, 2), (L.R_FINAL_LEN, 0), (L.R_DATA_GEN, 9)):
+        w[inactive + field] = value  # the half-written next record
+        assert L.read_life(w) == (seq, before)
 
 
 def test_mix_is_order_sensitive_and_stable() -> None:
@@ -99,7 +125,7 @@ def test_truncated_block_is_corrupt() -> None:
         L.validate_block(w, L.CTRL_SIZE - 8)
 
 
-# (word, value, message fragment): each corrupts one field of a valid block.
+# (word, value, message fragment): each corrupts one static field of a valid block.
 CORRUPTIONS = [
     pytest.param(L.W_MAGIC, 0, "magic", id="magic-zero"),
     pytest.param(L.W_MAGIC, L.MAGIC ^ 1, "magic", id="magic-flipped"),
@@ -110,12 +136,7 @@ CORRUPTIONS = [
     pytest.param(L.W_N_WAITERS, 1, "check", id="n-waiters"),
     pytest.param(L.W_RING_LEN, 64, "check", id="ring-len"),
     pytest.param(L.W_STATIC_CHECK, 12345, "check", id="static-check"),
-    pytest.param(L.W_STATUS, 4, "status", id="status-4"),
-    pytest.param(L.W_STATUS, 2**64 - 1, "status", id="status-max"),
-    pytest.param(L.W_REASON_LEN, L.REASON_MAX + 1, "length", id="reason-len"),
     pytest.param(L.W_NAME_LEN, L.NAME_MAX + 1, "length", id="name-len"),
-    pytest.param(L.W_FINAL_LEN, 2**63, "length", id="final-len"),
-    pytest.param(L.W_CAPACITY, 2**63, "length", id="capacity"),
 ]
 
 
@@ -128,33 +149,39 @@ def test_each_corrupted_field_is_rejected(word: int, value: int, fragment: str) 
         L.validate_block(w, len(raw))
 
 
-@pytest.mark.parametrize(("data_gen", "write_gen", "ok"), [
-    (0, 0, True),
-    (0, 1, True),
-    (5, 5, True),
-    (5, 6, True),
-    (5, 4, False),   # writers behind readers
-    (5, 7, False),   # more than one rewrite in flight
-    (0, 2**64 - 1, False),
-])
-def test_generations_must_agree(data_gen: int, write_gen: int, ok: bool) -> None:
+# (life record change, message fragment): each corrupts the active life record.
+LIFE_CORRUPTIONS = [
+    pytest.param({"status": 4}, "status", id="status-4"),
+    pytest.param({"status": 2**64 - 1}, "status", id="status-max"),
+    pytest.param({"final_len": 2**63}, "length", id="final-len"),
+    pytest.param({"capacity": 2**63}, "length", id="capacity"),
+    pytest.param({"frozen_len": 2**63}, "length", id="frozen-len"),
+    pytest.param({"used_mask": 1 << L.N_WRITERS}, "mask", id="used-mask"),
+    pytest.param({"data_gen": 5, "write_gen": 4}, "generations", id="writers-behind"),
+    pytest.param({"data_gen": 5, "write_gen": 7}, "generations", id="two-rewrites"),
+]
+
+
+@pytest.mark.parametrize(("change", "fragment"), LIFE_CORRUPTIONS)
+def test_each_corrupted_life_field_is_rejected(change: dict[str, int], fragment: str) -> None:
     raw, w = fresh_block()
-    w[L.W_DATA_GEN] = data_gen
-    w[L.W_WRITE_GEN] = write_gen
-    if ok:
+    L.publish_life(w, dataclasses.replace(L.current_life(w), **change))
+    with pytest.raises(CorruptResource, match=fragment):
         L.validate_block(w, len(raw))
-    else:
-        with pytest.raises(CorruptResource, match="generations"):
-            L.validate_block(w, len(raw))
+
+
+@pytest.mark.parametrize(("data_gen", "write_gen"), [(0, 0), (0, 1), (5, 5), (5, 6)])
+def test_agreeing_generations_validate(data_gen: int, write_gen: int) -> None:
+    raw, w = fresh_block()
+    L.publish_life(w, L.Life(data_gen=data_gen, write_gen=write_gen))
+    L.validate_block(w, len(raw))
 
 
 def test_boundary_lengths_are_valid() -> None:
     raw, w = fresh_block()
-    w[L.W_FINAL_LEN] = 2**63 - 1
-    w[L.W_CAPACITY] = 2**63 - 1
-    w[L.W_REASON_LEN] = L.REASON_MAX
+    L.publish_life(w, L.Life(status=3, final_len=2**63 - 1, capacity=2**63 - 1,
+                             reason="x" * L.REASON_MAX))
     w[L.W_NAME_LEN] = L.NAME_MAX
-    w[L.W_STATUS] = 3
     L.validate_block(w, len(raw))
 
 
