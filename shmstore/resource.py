@@ -4,16 +4,15 @@ Theory of operation
 ===================
 
 State shared by every process (``core.layout``): the control block holds the lifecycle
-words (behind a seqlock), one slot per writer (its coverage ring, see ``core.ring``) and one
-slot per parked waiter. Each process keeps its own view of the coverage in a ``RangeSet`` and
+record (double-buffered, so a change is one store), one slot per writer (its coverage ring,
+see ``core.ring``) and one slot per parked waiter. Each process keeps its own view of the coverage in a ``RangeSet`` and
 brings it up to date by draining the writers' rings.
 
 Locks (``ipc.locks``, open-file-description byte-range locks on the control file)
     * the **meta lock** serialises the rare updates: lifecycle changes, writer and waiter
       registration, growth. Holders keep it for microseconds; the kernel releases it if the
-      holder dies. Lifecycle words are written inside a seqlock (``LIFE_SEQ`` odd while they
-      change) so readers never lock; a seqlock left odd by a holder that died is repaired by
-      the next holder of the meta lock.
+      holder dies. A lifecycle change fills the inactive life record and flips
+      ``LIFE_SEQ``: readers never lock, and a holder killed half-way changed nothing.
     * each **writer** holds the lock byte of its slot for its whole life: "is any writer
       alive?" is one ``F_OFD_GETLK`` on the writer bytes, answered by the kernel.
     * each **parked waiter** holds the lock byte of its waiter slot, so a slot whose owner
@@ -21,7 +20,7 @@ Locks (``ipc.locks``, open-file-description byte-range locks on the control file
 
 Publishing a write (writer)::
 
-    bytes -> journal entry -> ring entry -> head        (core.ring, single producer per slot)
+    bytes -> journal -> ring entry -> extent -> head    (core.ring, single producer per slot)
     full barrier                                         (ipc.semaphores.full_barrier)
     mask = WAITERS_MASK; for each waiter slot in mask whose [start, end) overlaps the write
     and whose TOKEN != POSTED: POSTED = TOKEN, post its semaphore
