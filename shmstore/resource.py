@@ -5,8 +5,8 @@ Theory of operation
 
 State shared by every process (``core.layout``): the control block holds the lifecycle
 record (double-buffered, so a change is one store), one slot per writer (its coverage ring,
-see ``core.ring``) and one slot per parked waiter. Each process keeps its own view of the coverage in a ``RangeSet`` and
-brings it up to date by draining the writers' rings.
+see ``core.ring``) and one slot per parked waiter. Each process keeps its own view of the
+coverage in a ``RangeSet`` and brings it up to date by draining the writers' rings.
 
 Locks (``ipc.locks``, open-file-description byte-range locks on the control file)
     * the **meta lock** serialises the rare updates: lifecycle changes, writer and waiter

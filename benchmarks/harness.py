@@ -1,0 +1,429 @@
+"""The machinery every scenario shares.
+
+* ``Config``: quick or full, and the derived repeat counts.
+* ``machine()``: what the figures were measured on.
+* ``summarize`` / ``percentile``: medians and tails.
+* ``run_children``: run functions in forked processes, collect their results, and kill and
+  reap every child on any error or timeout (a benchmark never leaves a process behind).
+* ``Names``: unique names ``bench-<pid>-<n>`` for shmstore resources and for the baselines'
+  POSIX semaphores and segments, released as soon as a measurement is done and verified gone
+  at the end of the run.
+* ``Table``: a printable, JSON-able result table.
+
+Clocks: ``time.perf_counter`` is ``CLOCK_MONOTONIC`` on Linux, one clock for every process,
+so a start taken in a producer and an end taken in a consumer can be subtracted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import multiprocessing.connection as mpc
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import posix_ipc
+
+import shmstore
+
+CTX = multiprocessing.get_context("fork")
+KiB = 1 << 10
+MiB = 1 << 20
+GB = 1e9  # throughput is reported in decimal GB/s, like SPEC.md's reference figures
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# ---------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class Config:
+    quick: bool = False
+
+    def reps(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+# ---------------------------------------------------------------------------------- machine
+def _first(path: str, key: str) -> str | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _first_line(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return None
+
+
+def _version(module: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    """Ask git about the checkout the imported ``shmstore`` comes from."""
+    where = Path(shmstore.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    mem = _first("/proc/meminfo", "MemTotal")
+    st = os.statvfs("/dev/shm")
+    head = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--", "shmstore")
+    return {
+        "cpu_model": _first("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cpu_mhz": _first("/proc/cpuinfo", "cpu MHz"),
+        "cores_online": os.cpu_count(),
+        "cores_usable": sorted(os.sched_getaffinity(0)),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "kernel": platform.release(),
+        "hostname": socket.gethostname(),
+        "mem_total": mem,
+        "dev_shm_free_gib": round(st.f_bavail * st.f_frsize / (1 << 30), 1),
+        "page_size": PAGE,
+        "packages": {p: _version(p) for p in
+                     ("shmstore", "posix_ipc", "sortedcontainers", "numpy", "faster-fifo")},
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "transparent_hugepage_shmem": _first_line(
+            "/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
+        "shmstore_commit": None if head is None else head + ("+dirty" if dirty else ""),
+        "shmstore_path": str(Path(shmstore.__file__).resolve().parent),
+    }
+
+
+def machine_lines(m: dict[str, Any]) -> list[str]:
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    return [
+        f"cpu      {m['cpu_model']} ({m['cores_online']} cores online,"
+        f" usable {m['cores_usable']})",
+        f"python   {m['python']}    kernel {m['kernel']}    host {m['hostname']}",
+        f"memory   {m['mem_total']}    /dev/shm free {m['dev_shm_free_gib']} GiB",
+        f"packages {pk}",
+        f"shmstore {m['shmstore_path']} commit {m['shmstore_commit']}"
+        f"    load average {m['loadavg_at_start']}"
+        f"    THP shmem {m['transparent_hugepage_shmem']}",
+    ]
+
+
+def cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin(cpu: int | None) -> None:
+    """Pin the calling process to ``cpu`` (None: leave it alone)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+# ---------------------------------------------------------------------------------- stats
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), ``q`` in [0, 100]."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "median": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "min": min(values) if values else math.nan,
+        "max": max(values) if values else math.nan,
+        "mean": sum(values) / len(values) if values else math.nan,
+    }
+
+
+def usage() -> tuple[float, int, int, int]:
+    """This process's CPU seconds (user + system), voluntary and involuntary context
+    switches, and minor page faults so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw, ru.ru_nivcsw, ru.ru_minflt
+
+
+def usage_since(before: tuple[float, int, int, int]) -> dict[str, float]:
+    cpu, vol, invol, flt = usage()
+    return {"cpu_s": cpu - before[0], "nvcsw": vol - before[1], "nivcsw": invol - before[2],
+            "minflt": flt - before[3]}
+
+
+# ---------------------------------------------------------------------------------- children
+class ChildError(RuntimeError):
+    """A benchmark child process raised, died or timed out."""
+
+
+def _child_entry(fn: Callable[..., Any], args: tuple[Any, ...], conn: Any) -> None:
+    try:
+        result = fn(*args)
+    except BaseException:
+        conn.send(("err", traceback.format_exc()))
+    else:
+        conn.send(("ok", result))
+    finally:
+        conn.close()
+
+
+def run_children(specs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+                 timeout: float = 120.0) -> list[Any]:
+    """Run ``fn(*args)`` for each spec in its own forked process, concurrently; return the
+    results in order. Raises ``ChildError`` if any child raises, dies or overruns
+    ``timeout``; every child is killed and reaped before this returns or raises."""
+    procs: list[Any] = []
+    conns: list[Any] = []
+    try:
+        for fn, args in specs:
+            rx, tx = CTX.Pipe(duplex=False)
+            p = CTX.Process(target=_child_entry, args=(fn, args, tx), daemon=True)
+            p.start()
+            tx.close()
+            procs.append(p)
+            conns.append(rx)
+        results: list[Any] = [None] * len(specs)
+        pending = set(range(len(specs)))
+        deadline = time.monotonic() + timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ChildError(f"{len(pending)} child process(es) still running after"
+                                 f" {timeout} s")
+            waitables = [conns[i] for i in pending] + [procs[i].sentinel for i in pending]
+            mpc.wait(waitables, timeout=left)
+            for i in sorted(pending):
+                if conns[i].poll():
+                    try:
+                        status, value = conns[i].recv()
+                    except EOFError:
+                        status, value = "err", f"exited with code {procs[i].exitcode}"
+                    if status != "ok":
+                        raise ChildError(f"child {i} ({specs[i][0].__name__}) failed:\n{value}")
+                    results[i] = value
+                    pending.discard(i)
+                elif not procs[i].is_alive():
+                    procs[i].join()
+                    raise ChildError(f"child {i} ({specs[i][0].__name__}) exited with code"
+                                     f" {procs[i].exitcode} before reporting")
+        for p in procs:
+            p.join(timeout=30)
+        return results
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(timeout=30)
+        for c in conns:
+            c.close()
+
+
+# ---------------------------------------------------------------------------------- names
+class Names:
+    """Unique names for everything a run creates, and their cleanup.
+
+    Resources are unlinked through the public API (``open(name).unlink()``); the baselines'
+    semaphores and segments through posix_ipc. ``release`` one name as soon as its
+    measurement is over; ``cleanup`` (idempotent) releases whatever is left; ``leftovers``
+    lists names that still exist after it."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._resources: list[str] = []
+        self._sems: list[str] = []
+        self._segments: list[str] = []
+
+    def _next(self) -> str:
+        self._n += 1
+        return f"bench-{os.getpid()}-{self._n}"
+
+    def resource(self) -> str:
+        name = self._next()
+        self._resources.append(name)
+        return name
+
+    def semaphore(self, initial: int = 0) -> str:
+        """Create a POSIX semaphore (exclusively) and return its name."""
+        name = "/" + self._next()
+        self._sems.append(name)
+        posix_ipc.Semaphore(name, posix_ipc.O_CREX, 0o600, initial).close()
+        return name
+
+    def segment(self, size: int) -> str:
+        """Create a POSIX shared-memory segment of ``size`` bytes; return its name."""
+        name = "/" + self._next()
+        self._segments.append(name)
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, 0o600, size)
+        shm.close_fd()
+        return name
+
+    @staticmethod
+    def _unlink_resource(name: str) -> bool:
+        """Unlink the resource ``name`` if it exists; True if nothing of it is left."""
+        for _ in range(50):
+            try:
+                r = shmstore.open(name)
+            except shmstore.ResourceNotFound:
+                return True
+            except shmstore.CorruptResource:
+                time.sleep(0.02)  # a creator killed mid-create; give it a moment, then retry
+                continue
+            try:
+                r.unlink()
+            finally:
+                r.close()
+            return True
+        return False
+
+    def release(self, name: str) -> None:
+        if name in self._resources:
+            if self._unlink_resource(name):
+                self._resources.remove(name)
+        elif name in self._sems:
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_semaphore(name)
+            self._sems.remove(name)
+        elif name in self._segments:
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory(name)
+            self._segments.remove(name)
+
+    def release_all(self, names: Iterable[str]) -> None:
+        for n in list(names):
+            self.release(n)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[list[str]]:
+        """Names appended to the yielded list are released on exit, even on error."""
+        made: list[str] = []
+        try:
+            yield made
+        finally:
+            self.release_all(made)
+
+    def cleanup(self) -> None:
+        self.release_all(self._resources + self._sems + self._segments)
+
+    def leftovers(self) -> list[str]:
+        """Names this run created that still exist (should be empty after ``cleanup``)."""
+        left = []
+        for name in self._resources:
+            try:
+                shmstore.open(name).close()
+            except shmstore.ResourceNotFound:
+                continue
+            except shmstore.StorageError:
+                pass
+            left.append(name)
+        left += [n for n in self._sems if os.path.exists(f"/dev/shm/sem.{n[1:]}")]
+        left += [n for n in self._segments if os.path.exists(f"/dev/shm/{n[1:]}")]
+        return left
+
+    @property
+    def created(self) -> int:
+        return self._n
+
+
+def shm_entries() -> set[str]:
+    """Entries of /dev/shm a run could leave: shmstore's and this suite's baselines'."""
+    try:
+        names = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return set()
+    return {e for e in names if "shmstore" in e or e.startswith(("bench-", "sem.bench-"))}
+
+
+# ---------------------------------------------------------------------------------- tables
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        a = abs(v)
+        if a >= 1000:
+            return f"{v:,.0f}"
+        if a >= 100:
+            return f"{v:.0f}"
+        if a >= 10:
+            return f"{v:.1f}"
+        if a >= 0.1:
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+@dataclass
+class Table:
+    """One result table: ``columns`` are (key, header) pairs; rows are dicts keyed by them
+    (rows may carry more keys, which go to the JSON only)."""
+
+    scenario: str
+    title: str
+    columns: list[tuple[str, str]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        heads = [h for _, h in self.columns]
+        cells = [[fmt(r.get(k)) for k, _ in self.columns] for r in self.rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+                  for i, h in enumerate(heads)]
+
+        def line(vals: Sequence[str]) -> str:
+            first = vals[0].ljust(widths[0])
+            rest = [v.rjust(w) for v, w in zip(vals[1:], widths[1:], strict=True)]
+            return "  ".join([first, *rest]).rstrip()
+
+        out = [f"== {self.title}"]
+        if self.params:
+            out.append("   " + ", ".join(f"{k}={v}" for k, v in self.params.items()))
+        out.append(line(heads))
+        out.append(line(["-" * w for w in widths]))
+        out += [line(c) for c in cells]
+        out += [f"   note: {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "title": self.title, "params": self.params,
+                "columns": self.columns, "rows": self.rows, "notes": self.notes}
+
+
+def log(msg: str) -> None:
+    sys.stdout.flush()
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
