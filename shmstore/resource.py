@@ -96,6 +96,7 @@ from .ipc.segments import (
     reserve,
     segment_size,
 )
+from .ipc.segments import prefault as prefault_pages
 from .ipc.semaphores import _FENCE, ThreadWaker, Waker, full_barrier
 
 __all__ = ["CancelToken", "Resource", "create", "open"]
@@ -255,6 +256,7 @@ class Resource:
         self._base_gen = 0  # the generation whose base coverage _cov holds (0: none needed)
         self._frozen: tuple[int, RangeSet] | None = None  # during a rewrite: (gen, its base)
         self._lazy_writer = False  # a forked child's writer handle claims a slot on first use
+        self._prefault = bool(_creating and _creating.get("prefault"))
         self._meta_depth = 0  # > 0 while this handle's thread holds the meta lock
         self._reason = ""
         self._my_waiters: set[int] = set()
@@ -280,7 +282,7 @@ class Resource:
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ construction
-    def _create(self, capacity: int, created_ns: int) -> None:
+    def _create(self, capacity: int, created_ns: int, prefault: bool) -> None:
         ns = self._ns
         fd = ns.open("c", create=True, exclusive=True)
         self._ctrl_fd = fd
@@ -293,6 +295,8 @@ class Resource:
             dfd = ns.open(ns.data_suffix(0, staged=False), create=True, exclusive=True)
             try:
                 reserve(dfd, cap, f"data of {ns.label!r}")
+                if prefault and not isinstance(ns, DirNamespace):
+                    prefault_pages(dfd, 0, cap)
                 ino = os.fstat(dfd).st_ino if isinstance(ns, DirNamespace) else 0
             finally:
                 os.close(dfd)
@@ -446,8 +450,7 @@ class Resource:
             seq = w[L.W_LIFE_SEQ]
             gen = self._data_gen
             if gen and self._base_gen != gen:
-                for s, e in self._base_ranges(gen):
-                    self._add_range(s, e)
+                self._add_ranges(self._base_ranges(gen))
                 self._base_gen = gen
             used = self._used_mask
             add = self._add_range
@@ -461,7 +464,7 @@ class Resource:
                 if cur is None:
                     cur = self._cursors[slot] = SlotCursor(slot)
                 if cur.pending(w):
-                    cur.drain(w, add, self._open_journal)
+                    cur.drain(w, add, self._open_journal, self._add_ranges)
             if w[L.W_LIFE_SEQ] == seq:
                 return
 
@@ -469,6 +472,12 @@ class Resource:
         self._cov.add(start, end)
         for fn in self._listeners:
             fn(start, end)
+
+    def _add_ranges(self, pairs: list[tuple[int, int]]) -> None:
+        self._cov.add_many(pairs)
+        for fn in self._listeners:
+            for s, e in pairs:
+                fn(s, e)
 
     def _open_journal(self, slot: int, gen: int) -> memoryview | None:
         key = (slot, gen)
@@ -795,6 +804,8 @@ class Resource:
             fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
             try:
                 reserve(fd, new, f"data of {ns.label!r}")  # before anyone may touch it
+                if self._prefault and not isinstance(ns, DirNamespace):
+                    prefault_pages(fd, cap, new)
             finally:
                 os.close(fd)
             if staged:
@@ -1763,10 +1774,13 @@ def _namespace(backend: str, name: str | None, path: str | os.PathLike[str] | No
 
 def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
            backend: Backend = "shm", path: str | os.PathLike[str] | None = None,
-           permissions: int = 0o600) -> Resource:
+           permissions: int = 0o600, prefault: bool = True) -> Resource:
     """Create a resource and return a writer handle on it.
 
     ``capacity`` bytes are reserved up front (the resource grows by doubling past them).
+    With ``prefault`` (the default; shm and mem) they are also zero-filled now, at memory
+    speed, instead of page by page on the writer's first pass (a growth does the same for
+    the new half). Pass ``prefault=False`` for a large capacity that is mostly never written.
     ``backend="shm"`` (default) needs ``name``; ``"mmap"`` needs ``path`` (the data file,
     which must not exist); ``"mem"`` needs neither and lives in this process only.
 
@@ -1784,8 +1798,8 @@ def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
         if os.path.lexists(ns.sidecar):
             raise ResourceExists(f"{ns.sidecar} already exists (a resource's control state)")
         ns.ensure_sidecar()
-    return Resource(ns, writable=True,
-                    _creating={"capacity": capacity, "created_ns": time.time_ns()})
+    return Resource(ns, writable=True, _creating={
+        "capacity": capacity, "created_ns": time.time_ns(), "prefault": prefault})
 
 
 def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",

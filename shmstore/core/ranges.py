@@ -8,6 +8,7 @@ cost of ``covers`` stays flat as coverage fragments to millions of ranges.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 
 from sortedcontainers import SortedDict
@@ -40,6 +41,34 @@ class RangeSet:
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(self._d.items())
+
+    def _floor(self, x: int) -> int | None:
+        """The greatest start <= x, or None. Two C bisects on the sorted list's blocks: a
+        positional lookup (``bisect`` then ``peekitem``) walks sortedcontainers' Python index
+        tree once the set outgrows one block, and would make every query slower as coverage
+        fragments (measured 4-5x at 10**6 ranges). Reads SortedList's documented-in-source
+        ``_maxes``/``_lists`` blocks (sortedcontainers 2.x; pinned by the unit tests)."""
+        sl = self._d._list
+        maxes = sl._maxes
+        if not maxes:
+            return None
+        k = bisect_left(maxes, x)
+        if k == len(maxes):
+            return int(maxes[-1])
+        block = sl._lists[k]
+        j = bisect_right(block, x)
+        if j:
+            return int(block[j - 1])
+        return int(maxes[k - 1]) if k else None
+
+    def add_many(self, pairs: list[tuple[int, int]]) -> None:
+        """Add many ranges at once: one merge and one rebuild, O((n + k) log(n + k)), for a
+        reader catching up on a journal (one ``add`` each would be k tree updates)."""
+        if len(pairs) < 64:
+            for s, e in pairs:
+                self.add(s, e)
+            return
+        self._d = SortedDict(merge_ranges([*self._d.items(), *pairs]))
 
     def __repr__(self) -> str:
         items = list(self._d.items())
@@ -89,20 +118,17 @@ class RangeSet:
         """True when every byte of ``[start, end)`` is in the set (empty ranges: always)."""
         if start >= end:
             return True
-        d = self._d
-        i = d.bisect_right(start) - 1
-        if i < 0:
-            return False
-        return bool(d.peekitem(i)[1] >= end)
+        s0 = self._floor(start)
+        return s0 is not None and self._d[s0] >= end
 
     def first_gap(self, start: int, limit: int) -> tuple[int, int] | None:
         """The first uncovered range inside ``[start, limit)``, or None when it is all covered."""
         if start >= limit:
             return None
         d = self._d
-        i = d.bisect_right(start) - 1
-        if i >= 0:
-            e0 = d.peekitem(i)[1]
+        s0 = self._floor(start)
+        if s0 is not None:
+            e0 = d[s0]
             if e0 > start:
                 start = e0
                 if start >= limit:
@@ -113,10 +139,9 @@ class RangeSet:
 
     def covered_prefix(self, start: int) -> int:
         """The end of the covered run that contains ``start`` (``start`` itself if uncovered)."""
-        d = self._d
-        i = d.bisect_right(start) - 1
-        if i >= 0:
-            e0 = d.peekitem(i)[1]
+        s0 = self._floor(start)
+        if s0 is not None:
+            e0 = self._d[s0]
             if e0 > start:
                 return int(e0)
         return start

@@ -254,8 +254,10 @@ class SlotCursor:
         return bool(words[self._head_w] != self.cursor or self.jgen == 0)
 
     def drain(self, words: memoryview, add: Callable[[int, int], None],
-              open_: OpenJournal) -> None:
-        """Feed every range published since the last drain to ``add`` (possibly again)."""
+              open_: OpenJournal,
+              add_many: Callable[[list[tuple[int, int]]], None] | None = None) -> None:
+        """Feed every range published since the last drain to ``add`` (possibly again);
+        a catch-up from the journal goes to ``add_many`` in one list when it is given."""
         h = words[self._head_w]
         cur = self.cursor
         if h == cur and self.jgen:
@@ -276,10 +278,11 @@ class SlotCursor:
             for st, en in got:
                 add(st, en)
             self.cursor = cur + len(got)
-        self._from_journal(words, add, open_)
+        self._from_journal(words, add, open_, add_many)
 
     def _from_journal(self, words: memoryview, add: Callable[[int, int], None],
-                      open_: OpenJournal) -> None:
+                      open_: OpenJournal,
+                      add_many: Callable[[list[tuple[int, int]]], None] | None) -> None:
         for _ in range(1000):
             g1 = words[self._jgen_w]
             if g1 == 0:
@@ -305,8 +308,11 @@ class SlotCursor:
             flat = j[_JH + 2 * lo : _JH + 2 * hi].tolist()
             if words[self._jgen_w] != g1:
                 continue  # a compaction raced the read: its entries may be in the new gen
-            for i in range(0, len(flat), 2):
-                add(flat[i], flat[i + 1])
+            if add_many is not None:
+                add_many(list(zip(flat[0::2], flat[1::2], strict=True)))
+            else:
+                for i in range(0, len(flat), 2):
+                    add(flat[i], flat[i + 1])
             self.cursor = h
             self.jgen = g1
             return

@@ -51,6 +51,7 @@ __all__ = [
     "Namespace",
     "ShmNamespace",
     "map_segment",
+    "prefault",
     "reserve",
     "shm_base",
 ]
@@ -111,6 +112,29 @@ def reserve(fd: int, size: int, what: str) -> None:
         os.posix_fallocate(fd, st.st_size, need)
     except OSError as exc:
         raise _map_oserror(exc, what) from exc
+
+
+def prefault(fd: int, start: int, end: int) -> None:
+    """Zero-fill and map the pages of ``[start, end)`` of a tmpfs segment now (Linux 5.14+
+    ``MADV_POPULATE_WRITE``; skipped where unsupported). ``posix_fallocate`` reserves tmpfs
+    pages but leaves them to be cleared on first touch, which would otherwise fall on the
+    writer's first pass over fresh memory."""
+    if end <= start:
+        return
+    try:
+        m = mmap.mmap(fd, end, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError):
+        return
+    try:
+        lo = start // mmap.PAGESIZE * mmap.PAGESIZE
+        m.madvise(_MADV_POPULATE_WRITE, lo, end - lo)
+    except (OSError, ValueError):
+        pass
+    finally:
+        m.close()
+
+
+_MADV_POPULATE_WRITE = 23
 
 
 def map_segment(fd: int, size: int, *, writable: bool) -> mmap.mmap:

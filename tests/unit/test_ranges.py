@@ -197,3 +197,44 @@ def test_constructor_equals_incremental_adds(ps: list[tuple[int, int]]) -> None:
     a._check()
     assert list(a) == []
     assert a.extent() == 0
+
+
+def test_lookups_across_many_blocks_match_an_oracle() -> None:
+    """covers/first_gap/covered_prefix bisect sortedcontainers' blocks directly; with a tiny
+    block size every query crosses block boundaries (and add_many rebuilds the set)."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(50):
+        rs = RangeSet()
+        rs._d._list._reset(4)
+        points: set[int] = set()
+        for _ in range(60):
+            if rng.random() < 0.2:
+                pairs = [(a, a + rng.randrange(1, 9)) for a in rng.sample(range(300), 40)]
+                rs.add_many(pairs)
+                rs._d._list._reset(4)
+                for a, b in pairs:
+                    points.update(range(a, b))
+            else:
+                s = rng.randrange(0, 300)
+                e = s + rng.randrange(0, 20)
+                rs.add(s, e)
+                points.update(range(s, e))
+            rs._check()
+            a = rng.randrange(0, 330)
+            b = a + rng.randrange(0, 20)
+            assert rs.covers(a, b) == all(x in points for x in range(a, b))
+            x = a
+            while x in points:
+                x += 1
+            assert rs.covered_prefix(a) == x
+            gap = next(((g, g) for g in range(a, b) if g not in points), None)
+            if gap is None:
+                assert rs.first_gap(a, b) is None
+            else:
+                g = gap[0]
+                e = g
+                while e < b and e not in points:
+                    e += 1
+                assert rs.first_gap(a, b) == (g, e)
