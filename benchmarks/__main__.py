@@ -30,6 +30,7 @@ SCENARIOS: dict[str, str] = {
     "perop": "benchmarks.perop",
     "frag": "benchmarks.fragmentation",
     "fanout": "benchmarks.fanout",
+    "death": "benchmarks.death",
 }
 
 
@@ -77,6 +78,9 @@ def targets(tables: dict[str, list[Table]]) -> Table:
             g = last[f"{key}_growth"]
             add(f"{label} flat to {last['ranges']:,} ranges (<= 1.5x of {fr[0]['ranges']})",
                 f"{fr[0][f'{key}_ns']:.0f} -> {last[f'{key}_ns']:.0f} ns = {g:.2f}x", g <= 1.5)
+    for r in _rows(tables, "death"):
+        add("writer death seen by waiters < 1 s",
+            f"median {r['median']:.0f} ms, max {r['max']:.0f} ms", r["max"] < 1000)
     fo = {r["readers"]: r for r in _rows(tables, "fanout")}
     if 8 in fo and 1 in fo:
         r8 = fo[8]
