@@ -742,3 +742,701 @@ def pickled_writer(handle: shmstore.Resource, off: int, n: int) -> str:
     handle.write_at(off, pattern(off, n))
     handle.close()
     return "ok"
+
+
+# =============================================================================================
+# Second adversarial pass (tests/crash/test_adversarial2.py)
+# =============================================================================================
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def pause_in_refresh(paused: Any, go: Any) -> None:
+    """Pause the next ``Resource._sync_life`` that ``_refresh`` makes, right after it returns:
+    between reading the lifecycle and everything ``_refresh`` does with it."""
+    import sys
+
+    orig = R.Resource._sync_life
+    armed = [True]
+
+    def patched(res: R.Resource) -> None:
+        orig(res)
+        if armed[0] and sys._getframe(1).f_code.co_name == "_refresh":
+            armed[0] = False
+            R.Resource._sync_life = orig  # type: ignore[method-assign]
+            paused.set()
+            assert go.wait(30)
+
+    R.Resource._sync_life = patched  # type: ignore[method-assign]
+
+
+def paused_query_reader(spec: Spec, ready: Any, go0: Any, paused: Any, go: Any, query: str,
+                        start: int, end: int) -> str:
+    """Attach (and drain) now; after ``go0`` run ``query`` on [start, end) with a pause right
+    after ``_refresh`` read the lifecycle (the parent changes the lifecycle meanwhile).
+    Returns the query's answer, or the exception it raised."""
+    r = open_spec(spec)
+    r.ranges()
+    ready.set()
+    assert go0.wait(30)
+    pause_in_refresh(paused, go)
+    try:
+        if query == "wait":
+            return r.wait_range(start, end, timeout=5).name
+        if query == "contains":
+            return str(r.contains_range(start, end))
+        raise ValueError(query)
+    except Exception as exc:
+        return _describe(exc)
+    finally:
+        r.close()
+
+
+def gen_switch_reader(spec: Spec, ready: Any, go1: Any, paused: Any, go2: Any,
+                      length: int) -> str:
+    """Map the current generation; after ``go1`` read [0, length) with a pause just before the
+    read maps the (new) generation it computed its length for. Returns a summary of the
+    bytes read: ``"<n> bytes of generation bytes [..]"``, or the exception."""
+    r = open_spec(spec)
+    assert len(r.read(0, length)) == length  # maps the current generation
+    ready.set()
+    assert go1.wait(30)
+    orig = R.Resource._ensure_rmap
+
+    def paused_map(res: R.Resource, need: int) -> memoryview:
+        R.Resource._ensure_rmap = orig  # type: ignore[method-assign]
+        paused.set()
+        assert go2.wait(30)
+        return orig(res, need)
+
+    R.Resource._ensure_rmap = paused_map  # type: ignore[method-assign]
+    try:
+        b = r.read(0, length)
+    except Exception as exc:
+        return _describe(exc)
+    finally:
+        r.close()
+    return f"{len(b)} bytes of generation bytes {sorted(set(b))}"
+
+
+# ------------------------------------------------------------------ fork vs. the barrier
+def _line_of(fn: Any, needle: str) -> int:
+    import inspect
+
+    lines, first = inspect.getsourcelines(fn)
+    for i, line in enumerate(lines):
+        if needle in line:
+            return first + i
+    raise AssertionError(f"{needle!r} not in {fn}")
+
+
+def _hold_fence_tracer(code: Any, line: int, paused: threading.Event,
+                       release: threading.Event) -> Any:
+    """A trace function that stops its thread at ``line`` of ``code`` (once): there the
+    thread holds the barrier lock it acquired on the line before (a preemption point: the
+    interpreter may switch threads between any two bytecodes)."""
+    armed = [True]
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == line and armed[0]:
+            armed[0] = False
+            paused.set()
+            release.wait(30)
+        return local
+
+    def glob(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code is code and armed[0]:
+            return local
+        return None
+
+    return glob
+
+
+def fence_fork_parent(spec: Spec, where: str) -> str:
+    """A writer process with a second thread stopped between the two halves of the library's
+    full barrier (``where``: "parked" - a parked waiter's ``full_barrier``; "writing" - the
+    inline barrier of ``write_at``). The main thread forks a child that writes through the
+    inherited writer handle. Returns what became of the child."""
+    import multiprocessing as mp
+    import sys
+
+    from shmstore.ipc import semaphores
+
+    w = open_spec(spec, "r+")
+    w.write_at(0, pattern(0, 10))
+    paused, release = threading.Event(), threading.Event()
+    if where == "parked":
+        code = semaphores.full_barrier.__code__
+        line = _line_of(semaphores.full_barrier, "_FENCE.release()")
+        r = open_spec(spec)
+
+        def body() -> None:
+            sys.settrace(_hold_fence_tracer(code, line, paused, release))
+            try:
+                r.wait_range(1000, 1010, timeout=20)
+            except TimeoutError:
+                pass
+
+    else:
+        code = R.Resource.write_at.__code__
+        line = _line_of(R.Resource.write_at, "_FENCE.release()")
+
+        def body() -> None:
+            sys.settrace(_hold_fence_tracer(code, line, paused, release))
+            w.write_at(20, pattern(20, 10))
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    assert paused.wait(30), "the thread never reached the barrier"
+    ctx = mp.get_context("fork")
+    q = ctx.SimpleQueue()
+    g = ctx.Process(target=_fence_fork_child, args=(w, q), daemon=True)
+    g.start()
+    g.join(3)  # a deadline for a hang, not a synchronisation: the child needs milliseconds
+    hung = g.exitcode is None
+    if hung:
+        os.kill(g.pid, signal.SIGKILL)
+        g.join()
+    release.set()
+    if where == "parked":
+        w.write_at(1000, pattern(1000, 10))  # ends the parked wait
+    t.join(30)
+    result = "child hung (deadlock)" if hung else q.get()
+    w.close()
+    return result
+
+
+def _fence_fork_child(w: shmstore.Resource, q: Any) -> None:
+    try:
+        w.write_at(100, pattern(100, 10))
+        w.close()
+        q.put("child wrote")
+    except BaseException as exc:
+        q.put(_describe(exc))
+
+
+# ------------------------------------------------------ fork while the meta lock is held
+def meta_fork_parent(spec: Spec, rounds: int) -> str:
+    """A writer process: one thread is stopped inside ``reactivate()`` holding the meta lock
+    (after the staged copy); the main thread forks a child that writes through the inherited
+    writer handle (its slot is claimed lazily, after the lock is free), while this process
+    also writes; then commit(None) must cover both."""
+    import multiprocessing as mp
+
+    w = open_spec(spec, "r+")
+    inside, release = threading.Event(), threading.Event()
+    orig = R.Resource._write_ranges
+
+    def paused(res: R.Resource, suffix: str, ranges: Any) -> None:
+        orig(res, suffix, ranges)
+        inside.set()
+        release.wait(30)
+
+    R.Resource._write_ranges = paused  # type: ignore[method-assign]
+    t = threading.Thread(target=w.reactivate, daemon=True)
+    t.start()
+    assert inside.wait(30)
+    R.Resource._write_ranges = orig  # type: ignore[method-assign]
+    ctx = mp.get_context("fork")
+    q = ctx.SimpleQueue()
+    started = ctx.Event()
+    g = ctx.Process(target=_lazy_child_writer, args=(w, q, started, rounds), daemon=True)
+    g.start()
+    assert started.wait(30)
+    release.set()  # the child's first write waits for the meta lock until now
+    t.join(30)
+    for i in range(0, 2 * rounds, 2):
+        w.write_at(i * 100, bytes([gen_byte(2)]) * 100)
+    got = q.get()
+    g.join()
+    assert got == "ok", got
+    w.commit()
+    st = w.status
+    w.close()
+    return repr(st)
+
+
+def _lazy_child_writer(w: shmstore.Resource, q: Any, started: Any, rounds: int) -> None:
+    try:
+        started.set()
+        for i in range(1, 2 * rounds, 2):
+            w.write_at(i * 100, bytes([gen_byte(2)]) * 100)
+        assert w._slot is not None
+        w.close()
+        q.put("ok")
+    except BaseException:
+        q.put(traceback.format_exc())
+
+
+def lazy_fork_pool(spec: Spec, total: int, chunk: int) -> str:
+    """A writer process forks a child that writes the odd chunks through the inherited
+    writer handle while the parent writes the even ones."""
+    import multiprocessing as mp
+
+    w = open_spec(spec, "r+")
+    w.write_at(0, pattern(0, chunk))
+    ctx = mp.get_context("fork")
+    q = ctx.SimpleQueue()
+    g = ctx.Process(target=_lazy_pool_child, args=(w, q, total, chunk), daemon=True)
+    g.start()
+    for off in range(2 * chunk, total, 2 * chunk):
+        w.write_at(off, pattern(off, min(chunk, total - off)))
+    got = q.get()
+    g.join()
+    w.close()
+    return got
+
+
+def _lazy_pool_child(w: shmstore.Resource, q: Any, total: int, chunk: int) -> None:
+    try:
+        for off in range(chunk, total, 2 * chunk):
+            w.write_at(off, pattern(off, min(chunk, total - off)))
+        slot = w._slot
+        w.close()
+        q.put(f"child slot {slot}")
+    except BaseException:
+        q.put(traceback.format_exc())
+
+
+# ------------------------------------------------------------------ unlink vs. compaction
+def compaction_pause_writer(spec: Spec, at_create: Any, listed: Any, created: Any,
+                            go2: Any) -> str:
+    """Fill this writer's journal, then stop the compaction of the next write just before it
+    creates the new journal file (after its "unlinked?" check); create it once the parent's
+    unlink has listed the sidecar, and stop again until ``go2``."""
+    from shmstore.ipc import segments
+
+    w = open_spec(spec, "r+")
+    for i in range(2048):
+        w.write_at(2 * i, b"x")
+    orig = segments.DirNamespace.open
+
+    def paused(ns: Any, suffix: str, **kw: Any) -> int:
+        if suffix.startswith("j") and kw.get("create"):
+            segments.DirNamespace.open = orig  # type: ignore[method-assign]
+            at_create.set()
+            assert listed.wait(30)
+            fd = orig(ns, suffix, **kw)
+            created.set()
+            assert go2.wait(30)
+            return fd
+        return orig(ns, suffix, **kw)
+
+    segments.DirNamespace.open = paused  # type: ignore[method-assign]
+    try:
+        w.write_at(2 * 2048, b"x")  # the journal is full: compaction
+        out = "wrote"
+    except Exception as exc:
+        out = _describe(exc)
+    w.close()
+    return out
+
+
+# ------------------------------------------------------------- writes racing a commit
+def grow_pause_writer(spec: Spec, at_grow: Any, go: Any, off: int, n: int, byte: int) -> str:
+    """A pool writer whose write needs growth, stopped just before ``_grow`` (the parent
+    commits meanwhile). Returns how the write ended."""
+    w = open_spec(spec, "r+")
+    orig = R.Resource._grow
+
+    def paused(res: R.Resource, end: int) -> None:
+        R.Resource._grow = orig  # type: ignore[method-assign]
+        at_grow.set()
+        assert go.wait(30)
+        orig(res, end)
+
+    R.Resource._grow = paused  # type: ignore[method-assign]
+    try:
+        w.write_at(off, bytes([byte]) * n)
+        out = "wrote"
+    except Exception as exc:
+        out = type(exc).__name__
+    w.close()
+    return out
+
+
+def populate_pause_writer(spec: Spec, paused_evt: Any, go: Any, off: int, n: int) -> str:
+    """A pool writer stopped inside ``write_at`` after it mapped the data and checked the
+    lifecycle, just before it copies the bytes (the parent commits meanwhile)."""
+    w = open_spec(spec, "r+")
+    orig = R._populate
+
+    def paused(m: Any, marks: Any, start: int, end: int, size: int, advice: int) -> None:
+        if start == off:
+            R._populate = orig
+            paused_evt.set()
+            assert go.wait(30)
+        orig(m, marks, start, end, size, advice)
+
+    R._populate = paused
+    try:
+        w.write_at(off, pattern(off, n))
+        out = "wrote"
+    except Exception as exc:
+        out = type(exc).__name__
+    w.close()
+    return out
+
+
+# ------------------------------------------------------------------- lifecycle records
+def life_of(n: int) -> L.Life:
+    """A life record whose every field is derived from ``n`` (a torn one is detectable)."""
+    return L.Life(status=n % 3, final_len=n, final_given=n & 1, data_gen=n,
+                  write_gen=n + (n & 1), capacity=3 * n, data_capacity=5 * n,
+                  frozen_len=7 * n, used_mask=n & 0xFFFF, unlinked=0, data_ino=11 * n,
+                  reason=f"<{n}>" * (n % 23))
+
+
+def life_n(life: L.Life) -> int:
+    """``n`` if ``life == life_of(n)``, else raise AssertionError (a torn record)."""
+    n = life.final_len
+    assert life == life_of(n), f"torn life record: {life}"
+    return n
+
+
+class SlowView:
+    """A u64 view whose every load yields the CPU first: widens the window between the
+    loads of one ``read_life`` so lifecycle flips land inside it. Counts LIFE_SEQ loads."""
+
+    def __init__(self, words: Any) -> None:
+        self._words = words
+        self.seq_loads = 0
+
+    def __getitem__(self, i: Any) -> Any:
+        os.sched_yield()
+        if i == L.W_LIFE_SEQ:
+            self.seq_loads += 1
+        return self._words[i]
+
+    def cast(self, fmt: str) -> Any:
+        os.sched_yield()
+        return self._words.cast(fmt)
+
+
+def life_flipper(spec: Spec, stop: Any, started: Any) -> int:
+    """Publish life_of(1), life_of(2), ... as fast as possible (meta lock held for each)."""
+    w = open_spec(spec, "r+")
+    words = w._words
+    n = 0
+    while not stop.is_set():
+        n += 1
+        with w._meta():
+            L.publish_life(words, life_of(n))
+        if n == 1:
+            started.set()  # only synthetic records from now on
+    w.close()  # close publishes no lifecycle: the block keeps the synthetic record
+    return n
+
+
+def map_ctrl_raw(spec: Spec) -> tuple[Any, memoryview]:
+    """The control block mapped read-only, without a handle."""
+    import mmap as _mmap
+
+    kind, key = spec
+    ns = R._namespace(kind, key if kind == "shm" else None, key if kind == "mmap" else None,
+                      0o600)
+    fd = ns.open("c", create=False)
+    try:
+        m = _mmap.mmap(fd, L.CTRL_SIZE, _mmap.MAP_SHARED, _mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return m, memoryview(m).cast("Q")
+
+
+def life_reader(spec: Spec, stop: Any, slow: bool) -> tuple[int, int]:
+    """Read the lifecycle in a loop until ``stop``; every record must be whole, and ``n``
+    never goes back. Returns (reads, retries)."""
+    m, raw = map_ctrl_raw(spec)
+    reads = retries = last = 0
+    while not stop.is_set() or reads == 0:
+        view = SlowView(raw) if slow else raw
+        seq, life = L.read_life(view)  # type: ignore[arg-type]
+        if slow:
+            retries += view.seq_loads // 2 - 1  # type: ignore[union-attr]
+        if seq:
+            n = life_n(life)
+            assert n >= last, f"lifecycle went back from {last} to {n}"
+            last = n
+        reads += 1
+    raw.release()
+    m.close()
+    return reads, retries
+
+
+# -------------------------------------------------- kills at every step, file ops included
+class Steps:
+    """Counts the steps of an operation (control-block stores and file operations) once
+    armed, and SIGKILLs the process just before step ``kill_at``."""
+
+    def __init__(self, kill_at: int | None) -> None:
+        self.kill_at = kill_at
+        self.armed = False
+        self.n = 0
+        self.log: list[str] = []
+
+    def tick(self, label: str) -> None:
+        if not self.armed:
+            return
+        if self.kill_at is not None and self.n == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.n += 1
+        self.log.append(label)
+
+
+def _word_name(i: Any) -> str:
+    if isinstance(i, slice):
+        base = i.start - L.RECORDS_OFF // 8
+        return f"life record {base // L.R_WORDS}" if 0 <= base < 2 * L.R_WORDS else f"w[{i}]"
+    names = {L.W_LIFE_SEQ: "LIFE_SEQ", L.W_INTERRUPT_SEQ: "INTERRUPT_SEQ",
+             L.W_WAITERS_MASK: "WAITERS_MASK", L.W_MAGIC: "MAGIC"}
+    if i in names:
+        return names[i]
+    off = i * 8
+    if L.WRITERS_OFF <= off < L.WAITERS_OFF:
+        slot, rel = divmod(off - L.WRITERS_OFF, L.SLOT_SIZE)
+        if rel < L.SLOT_HEADER:
+            field = ["HEAD", "JGEN", "CGEN", "EXTENT", "PID"][rel // 8] if rel < 40 else rel
+            return f"slot {slot} {field}"
+        return f"slot {slot} ring word {(rel - L.SLOT_HEADER) // 8}"
+    if off >= L.WAITERS_OFF:
+        return f"waiter {(off - L.WAITERS_OFF) // L.WAITER_SIZE}"
+    return f"w[{i}]"
+
+
+class StepView:
+    """The control block's u64 view, ticking ``steps`` before every store."""
+
+    def __init__(self, words: Any, steps: Steps) -> None:
+        self._words = words
+        self._steps = steps
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._words[i]
+
+    def __setitem__(self, i: Any, v: Any) -> None:
+        self._steps.tick(f"store {_word_name(i)}")
+        self._words[i] = v
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._words, name)
+
+
+def install_steps(steps: Steps) -> None:
+    """Route every control-block store and every file operation of shmstore through
+    ``steps`` (call in the child before it opens the resource)."""
+    import posix_ipc
+
+    from shmstore.ipc import segments
+
+    orig_map = R.Resource._map_ctrl
+
+    def map_ctrl(res: R.Resource) -> None:
+        orig_map(res)
+        res._w = StepView(res._w, steps)  # type: ignore[assignment]
+
+    R.Resource._map_ctrl = map_ctrl  # type: ignore[method-assign]
+
+    def wrap(owner: Any, name: str, label: Callable[..., str | None]) -> None:
+        orig = getattr(owner, name)
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            text = label(*a, **kw)
+            if text is not None:
+                steps.tick(text)
+            return orig(*a, **kw)
+
+        setattr(owner, name, wrapped)
+
+    def base(p: Any) -> str:
+        return os.path.basename(str(p))
+
+    wrap(R, "reserve", lambda fd, size, what: f"reserve {size} ({what.split(' of ')[0]})")
+    wrap(R, "map_segment", lambda fd, size, writable: f"map {size} w={writable}")
+    wrap(os, "ftruncate", lambda fd, n: f"ftruncate {n}")
+    wrap(os, "fsync", lambda fd: "fsync")
+    wrap(os, "replace", lambda a, b: f"rename {base(a)} -> {base(b)}")
+    wrap(os, "unlink", lambda p, **kw: f"unlink {base(p)}")
+    wrap(os, "rmdir", lambda p, **kw: f"rmdir {base(p)}")
+    wrap(segments, "_fsync_dir", lambda p: "fsync dir")
+    wrap(posix_ipc, "unlink_shared_memory", lambda n: f"shm_unlink {n.split('_')[-1]}")
+    wrap(posix_ipc, "unlink_semaphore", lambda n: f"sem_unlink {n.split('_')[-1]}")
+    for cls in (segments.ShmNamespace, segments.DirNamespace):
+        wrap(cls, "open",
+             lambda ns, suffix, **kw: f"create {suffix}" if kw.get("create") else None)
+
+
+STEP_LENGTH = 10_000
+
+
+def stepkill_writer(spec: Spec, op: str, kill_at: int | None) -> list[str]:
+    """Run ``op`` with every step counted; die just before step ``kill_at`` (None: a dry
+    run that returns the steps' labels)."""
+    steps = Steps(kill_at)
+    install_steps(steps)
+    n = STEP_LENGTH
+    if op == "register":  # the registration itself is the operation
+        steps.armed = True
+        w = open_spec(spec, "r+")
+        w.write_at(n, pattern(n, 100))
+    elif op == "unlink":
+        r = open_spec(spec)
+        steps.armed = True
+        r.unlink()
+        w = r
+    else:
+        w = open_spec(spec, "r+")
+        if op == "rewrite_commit":
+            w.reactivate()
+            w.write_at(0, bytes([gen_byte(3)]) * n)
+        steps.armed = True
+        if op.startswith("reactivate"):
+            w.reactivate()
+        elif op == "rewrite_commit":
+            w.commit()
+        elif op == "short_commit":
+            w.commit(n // 2)
+        elif op == "grow":
+            off = w.capacity
+            w.write_at(off, pattern(off, 100))
+        else:
+            raise ValueError(op)
+    steps.armed = False
+    log = list(steps.log)
+    w.close()
+    return log
+
+
+def view_holder(spec: Spec, n: int, ready: Any, go: Any, done: Any) -> str:
+    """Hold a view of [0, n) across a commit in another process; it must stay readable
+    (no SIGBUS) with the bytes it had."""
+    r = open_spec(spec)
+    v = r.view(0, n)
+    assert bytes(v) == pattern(0, n)
+    ready.set()
+    assert go.wait(30)
+    ok = bytes(v) == pattern(0, n)
+    del v
+    r.close()
+    done.set()
+    return "views intact" if ok else "a held view changed"
+
+
+def rename_pause_committer(spec: Spec, paused: Any, go: Any, die: bool) -> str:
+    """Rewrite every byte, then commit; stopped right before the rename that follows the
+    commit's lifecycle flip (meta lock held) until ``go`` (or until killed)."""
+    n = STEP_LENGTH
+    w = open_spec(spec, "r+")
+    w.reactivate()
+    w.write_at(0, bytes([gen_byte(2)]) * n)
+    orig = os.replace
+
+    def paused_replace(a: Any, b: Any) -> None:
+        os.replace = orig
+        paused.set()
+        assert go.wait(60)
+        orig(a, b)
+
+    os.replace = paused_replace
+    w.commit(n)
+    w.close()
+    return "committed"
+
+
+def repair_reader(spec: Spec, n: int, attached: Any, go: Any, entered: Any) -> tuple[str, int]:
+    """Attach, then (after ``go``) read the resource; reports the bytes and how many times
+    this process renamed a staged file over the data path."""
+    from shmstore.ipc import segments
+
+    renames = [0]
+    orig_pub = segments.DirNamespace.publish_data
+
+    def counted(ns: Any, gen: int) -> int:
+        renames[0] += 1
+        return orig_pub(ns, gen)
+
+    segments.DirNamespace.publish_data = counted  # type: ignore[method-assign]
+    orig_rep = R.Resource._repair_data_file
+
+    def rep(res: R.Resource) -> None:
+        entered.set()
+        orig_rep(res)
+
+    R.Resource._repair_data_file = rep  # type: ignore[method-assign]
+    r = open_spec(spec)
+    attached.set()
+    assert go.wait(30)
+    try:
+        b = r.read(0, n + 10)
+        out = f"{len(b)} bytes of generation bytes {sorted(set(b))}"
+    except Exception as exc:
+        out = _describe(exc)
+    r.close()
+    return out, renames[0]
+
+
+def rewrite_half(spec: Spec, length: int, byte: int) -> str:
+    w = open_spec(spec, "r+")
+    w.write_at(length // 2, bytes([byte]) * (length - length // 2))
+    w.close()
+    return "ok"
+
+
+def late_reader(spec: Spec, length: int, byte: int, committed: bool) -> str:
+    """A late joiner: the committed generation (or, during a rewrite, the frozen one) holds
+    ``length`` bytes of ``byte``, all available."""
+    r = open_spec(spec)
+    try:
+        st = r.status
+        if committed:
+            assert isinstance(st, shmstore.ResourceStatus.Committed), st
+            assert st.length == length, st
+        else:
+            assert isinstance(st, shmstore.ResourceStatus.Active), st
+        got = r.read(0, length + 10)
+        assert got == bytes([byte]) * length, (len(got), sorted(set(got)))
+        assert r.contains_range(0, length)
+        assert r.wait_range(0, length, timeout=5) is shmstore.WaitOutcome.READY
+        assert r.next_gap(0, length) is None
+        r._check()
+    finally:
+        r.close()
+    return "ok"
+
+
+def repair_pause_reader(spec: Spec, attached: Any, go: Any, entered: Any, cont: Any) -> str:
+    """Attach; after ``go`` read, with a pause at the entry of the roll-forward
+    (``_repair_data_file``) until ``cont``. Returns the bytes read or the exception."""
+    orig = R.Resource._repair_data_file
+
+    def rep(res: R.Resource) -> None:
+        R.Resource._repair_data_file = orig  # type: ignore[method-assign]
+        entered.set()
+        assert cont.wait(30)
+        orig(res)
+
+    R.Resource._repair_data_file = rep  # type: ignore[method-assign]
+    r = open_spec(spec)
+    attached.set()
+    assert go.wait(30)
+    try:
+        b = r.read(0, STEP_LENGTH)
+        return f"{len(b)} bytes of generation bytes {sorted(set(b))}"
+    except Exception as exc:
+        return _describe(exc)
+    finally:
+        r.close()
+
+
+def pool_rewriter(spec: Spec, wrote: Any, go: Any) -> str:
+    """A pool writer of a running rewrite: writes generation 2's bytes, then (after ``go``)
+    starts and commits the next rewrite itself."""
+    n = STEP_LENGTH
+    w = open_spec(spec, "r+")
+    w.write_at(0, bytes([gen_byte(2)]) * n)
+    wrote.set()
+    assert go.wait(30)
+    w.reactivate()
+    w.write_at(0, bytes([gen_byte(3)]) * n)
+    w.commit(n)
+    w.close()
+    return "ok"
