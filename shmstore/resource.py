@@ -258,6 +258,7 @@ class Resource:
         self._lazy_writer = False  # a forked child's writer handle claims a slot on first use
         self._prefault = bool(_creating and _creating.get("prefault"))
         self._meta_depth = 0  # > 0 while this handle's thread holds the meta lock
+        self._seen_seq = -1  # the LIFE_SEQ the cached lifecycle was read at
         self._reason = ""
         self._my_waiters: set[int] = set()
         self._sticky = -1  # the waiter slot this handle keeps between waits
@@ -328,6 +329,10 @@ class Resource:
                             self._map_ctrl()
                         if self._words[L.W_MAGIC] != 0 or attempt == 99:
                             L.validate_block(self._words, size)
+                            if L.current_life(self._words).unlinked:
+                                # Its unlinker died before removing every name: finish.
+                                ns.unlink_all()
+                                raise ResourceNotFound(f"no resource {ns.label!r}")
                             locks.try_lock(self._ctrl_fd, L.LOCK_ATTACH, exclusive=False)
                             if self._writable and not self._lazy_writer:
                                 self._claim_writer_slot()
@@ -411,13 +416,34 @@ class Resource:
         return w
 
     def _sync_life(self) -> None:
-        """Reload the lifecycle if it changed (one load when it did not)."""
+        """Reload the lifecycle if it changed (one load when it did not), with the base
+        coverage a generation needs: the data generation's base joins the local view, and
+        during a rewrite the frozen view is loaded. A base segment that a later commit
+        retired meanwhile means the lifecycle moved on: read it again."""
         w = self._words
         if w[L.W_LIFE_SEQ] == self._life_seq:
             return
-        seq, life = L.read_life(w)
-        if life.status > 3:
-            raise CorruptResource(f"status {life.status} of {self._ns.label!r} is out of range")
+        while True:
+            seq, life = L.read_life(w)
+            if life.status > 3:
+                raise CorruptResource(f"status {life.status} of {self._ns.label!r} is out of range")
+            try:
+                base = frozen = None
+                fresh = life.data_gen != self._data_gen or self._life_seq == -1  # -1: never
+                if not self._static:
+                    if life.data_gen and (fresh or self._base_gen != life.data_gen):
+                        base = self._base_ranges(life.data_gen)
+                    if life.write_gen != life.data_gen and (
+                            self._frozen is None or self._frozen[0] != life.write_gen):
+                        frozen = RangeSet(self._base_ranges(life.write_gen))
+            except ResourceNotFound:
+                if life.unlinked:  # gone: keep what this view has; waits will say so
+                    base = frozen = None
+                elif w[L.W_LIFE_SEQ] != seq:
+                    continue
+                else:
+                    raise
+            break
         self._status = State(life.status)
         self._final_len = life.final_len
         self._final_given = bool(life.final_given)
@@ -429,29 +455,32 @@ class Resource:
         self._unlinked = bool(life.unlinked)
         self._reason = life.reason
         self._write_gen = life.write_gen
-        if life.data_gen != self._data_gen or self._life_seq == -1:  # -1: never synced
+        if fresh:
             self._cov = RangeSet()
             self._cursors.clear()
             self._base_gen = 0
+        if base is not None:
+            self._add_ranges(base)
+            self._base_gen = life.data_gen
+        if frozen is not None:
+            self._frozen = (life.write_gen, frozen)
         self._data_gen = life.data_gen
+        self._seen_seq = seq  # what this view is of (the _refresh re-check compares to it)
         # An unlinked resource never caches its lifecycle: every call takes the slow path,
         # where writes and waits on missing bytes raise ResourceNotFound.
         self._life_seq = -2 if life.unlinked else seq
 
     def _refresh(self) -> None:
-        """Bring the local coverage view up to date: the lifecycle, the generation's base
-        coverage, then every writer slot of the generation. Retried if the lifecycle changed
-        while it drained (a reactivate may have moved a slot to the next generation)."""
+        """Bring the local coverage view up to date: the lifecycle (with the generation's
+        base coverage), then every writer slot of the generation. Retried if the lifecycle
+        changed while it drained (a reactivate may have moved a slot to the next one)."""
         w = self._words
         while True:
             self._sync_life()
             if self._static or self._write_gen != self._data_gen:
                 return  # static, or a rewrite: readers see the frozen committed generation
-            seq = w[L.W_LIFE_SEQ]
+            seq = self._seen_seq
             gen = self._data_gen
-            if gen and self._base_gen != gen:
-                self._add_ranges(self._base_ranges(gen))
-                self._base_gen = gen
             used = self._used_mask
             add = self._add_range
             while used:
@@ -548,13 +577,10 @@ class Resource:
     def _frozen_view(self) -> RangeSet:
         """During a rewrite: the committed generation as readers keep seeing it until the
         next commit. It is the base coverage of the generation being written (the rewrite
-        started as a copy of exactly these bytes), read once per rewrite."""
-        gen = self._write_gen
-        if self._frozen is not None and self._frozen[0] == gen:
-            return self._frozen[1]
-        view = RangeSet(self._base_ranges(gen))
-        self._frozen = (gen, view)
-        return view
+        started as a copy of exactly these bytes), loaded by ``_sync_life``."""
+        frozen = self._frozen
+        assert frozen is not None and frozen[0] == self._write_gen, "frozen view not loaded"
+        return frozen[1]
 
     def _base_ranges(self, gen: int) -> list[tuple[int, int]]:
         """The base coverage of generation ``gen`` > 0: the committed view of the generation
@@ -693,6 +719,7 @@ class Resource:
             return
         with self._meta():
             self._sync_life()
+            self._raise_if_unlinked()
             staged = ns.data_suffix(self._data_gen, staged=True)
             try:
                 if os.stat(ns.path).st_ino == self._data_ino:
@@ -711,9 +738,12 @@ class Resource:
         """A read mapping of the readable generation that covers ``[0, need)``."""
         if self._rview is not None and self._rgen == self._data_gen and need <= self._rsize:
             return self._rview
+        want = self._data_gen
         for attempt in range(1000):
             seq = self._life_seq
             self._sync_life()
+            if self._data_gen != want:
+                need = 0  # a newer generation: the caller re-reads its length and asks again
             gen, cap = self._data_gen, self._data_capacity
             if self._static:
                 gen, cap = 0, self._final_len
@@ -791,6 +821,12 @@ class Resource:
             life = L.current_life(w)
             if life.unlinked:
                 raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
+            if life.status != State.ACTIVE or life.write_gen != self._pub_gen:
+                # A commit (or a new generation) won the race with this write: never grow,
+                # and so never change, what another writer has committed.
+                self._sync_life()
+                self._raise_for_status()
+                raise ReadOnlyError(f"{self._ns.label!r} was committed during this write")
             cap = life.capacity
             if end <= cap:
                 self._sync_life()
@@ -967,9 +1003,10 @@ class Resource:
             ns = self._ns
             cap, new_gen, ino, staged = life.capacity, gen, life.data_ino, gen != data_gen
             if isinstance(ns, DirNamespace):
-                if not staged and length < extent:
-                    # Never shrink a file under readers that may touch the cut bytes:
-                    # stage a copy of the first `length` bytes as a new generation.
+                if not staged and (length < extent or self._other_writers_alive()):
+                    # Never shrink a file that another process may touch past the new end:
+                    # readers of bytes the commit cuts, or another writer of the pool in the
+                    # middle of a write (SIGBUS). Stage a copy as a new generation instead.
                     new_gen, staged = gen + 1, True
                     self._stage_copy(new_gen, length, life.capacity)
                     self._write_ranges(f"b{new_gen & 0xFFFF:04x}", [(0, length)] if length else [])
@@ -998,14 +1035,36 @@ class Resource:
             if new_gen != data_gen:  # a new generation is published: retire the old one
                 if isinstance(ns, DirNamespace):
                     ns.publish_data(new_gen)  # rename; a reader rolls it forward if we die
-                else:
-                    ns.unlink(ns.data_suffix(data_gen, staged=False))
+                # (for mmap: the staged file of a committer that died before its rename)
+                ns.unlink(ns.data_suffix(data_gen, staged=True))
                 if data_gen:
                     ns.unlink(f"b{data_gen & 0xFFFF:04x}")
+                self._retire_idle_slots(w, life.used_mask if new_gen == gen else 0)
         self._sync_life()
         self._wake_all()
         for fn in self._on_commit:
             fn(length)
+
+    def _other_writers_alive(self) -> bool:
+        """Is a writer other than this handle attached (our own locks never conflict)?"""
+        return locks.probe(self._ctrl_fd, L.LOCK_WRITER_BASE, L.N_WRITERS)
+
+    def _retire_idle_slots(self, w: memoryview, keep: int) -> None:
+        """After a new generation is published: drop the journals of writer slots that hold
+        no coverage of it and whose writer is gone (meta lock held). A later writer of such
+        a slot starts a fresh journal."""
+        for slot in range(L.N_WRITERS):
+            jgen_w = L.slot_word(slot, L.S_JGEN)
+            if slot == self._slot or (keep >> slot) & 1 or not w[jgen_w]:
+                continue
+            if not locks.try_lock(self._ctrl_fd, L.LOCK_WRITER_BASE + slot):
+                continue  # a live writer: it rebases its slot on its next write
+            try:
+                old = w[jgen_w]
+                w[jgen_w] = 0
+                self._drop_journal(slot, old)
+            finally:
+                locks.unlock(self._ctrl_fd, L.LOCK_WRITER_BASE + slot)
 
     def _extent(self, w: memoryview, life: L.Life) -> int:
         """The written extent of the generation being written: its slots' extents, and
@@ -1359,18 +1418,30 @@ class Resource:
         if n == 0:
             return 0
         with self._tlock:
+            src, k = self._source(offset, n)
+            if k:
+                mv[:k] = src[offset : offset + k]
+        return k
+
+    def _source(self, offset: int, n: int) -> tuple[memoryview, int]:
+        """The mapping to read ``[offset, offset + k)`` from and ``k``, the readable part of
+        the ``n`` bytes asked for, both of one generation (if a commit publishes another
+        while we map, start over with its length)."""
+        while True:
             limit = self._readable(offset + n)
             if offset >= limit:
-                return 0
+                return memoryview(b""), 0
+            gen = self._data_gen
             k = min(n, limit - offset)
             src = self._rview
-            if src is None or limit > self._rsize or self._rgen != self._data_gen:
+            if src is None or limit > self._rsize or self._rgen != gen:
                 src = self._ensure_rmap(limit)
+                if self._rgen != gen or self._data_gen != gen:
+                    continue
             pop = self._rpop
             if not (pop[offset >> _CHUNK_SHIFT] and pop[(offset + k - 1) >> _CHUNK_SHIFT]):
                 _populate(self._rmap, pop, offset, offset + k, self._rsize, _MADV_POPULATE_READ)
-            mv[:k] = src[offset : offset + k]
-        return k
+            return src, k
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (short at the end, like ``read_at``)."""
@@ -1394,17 +1465,8 @@ class Resource:
         if size == 0:
             return memoryview(b"")
         with self._tlock:
-            limit = self._readable(offset + size)
-            if offset >= limit:
-                return memoryview(b"")
-            k = min(size, limit - offset)
-            src = self._rview
-            if src is None or limit > self._rsize or self._rgen != self._data_gen:
-                src = self._ensure_rmap(limit)
-            pop = self._rpop
-            if not (pop[offset >> _CHUNK_SHIFT] and pop[(offset + k - 1) >> _CHUNK_SHIFT]):
-                _populate(self._rmap, pop, offset, offset + k, self._rsize, _MADV_POPULATE_READ)
-            return src[offset : offset + k].toreadonly()
+            src, k = self._source(offset, size)
+            return src[offset : offset + k].toreadonly() if k else memoryview(b"")
 
     def contains_range(self, start: int, end: int) -> bool:
         """True when every byte of ``[start, end)`` is available now (never blocks):

@@ -295,20 +295,27 @@ class DirNamespace:
     def unlink_all(self) -> None:
         """Remove the data file, the sidecar and the semaphores."""
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        for entry in _listdir(self.sidecar):
-            self.unlink(entry)
-        try:
-            os.rmdir(self.sidecar)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise _map_oserror(exc, self.sidecar) from exc
-        for entry in _listdir(SHM_DIR):
-            if entry.startswith("sem." + self.base + "_"):
-                NamedWaker.unlink("/" + entry[4:])
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            for attempt in range(100):
+                for entry in _listdir(self.sidecar):
+                    self.unlink(entry)
+                try:
+                    os.rmdir(self.sidecar)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    # A writer that had not yet seen the unlink created a file meanwhile
+                    # (it removes it itself once it sees the flag): list again.
+                    if exc.errno != errno.ENOTEMPTY or attempt == 99:
+                        raise _map_oserror(exc, self.sidecar) from exc
+        finally:
+            for entry in _listdir(SHM_DIR):
+                if entry.startswith("sem." + self.base + "_"):
+                    NamedWaker.unlink("/" + entry[4:])
 
 
 class MemNamespace:

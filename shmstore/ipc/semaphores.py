@@ -12,6 +12,7 @@ targets Linux and refuses to import where timeouts are not supported.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Protocol
 
@@ -29,6 +30,10 @@ if not posix_ipc.SEMAPHORE_TIMEOUT_SUPPORTED:  # pragma: no cover - macOS
 # fence on x86-64 - the "semaphore operation is a full barrier" the Dekker handshake between
 # a publishing writer and a registering waiter relies on (see shmstore.resource). ~50 ns.
 _FENCE = threading.Lock()  # also used inline by the write path
+
+
+# A fork while another thread holds the fence would leave the child's copy held forever.
+os.register_at_fork(after_in_child=_FENCE._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def full_barrier() -> None:
