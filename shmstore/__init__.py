@@ -10,8 +10,12 @@ without copying::
     r = shmstore.open("job-42")                 # in any process
     r.wait_range(0, 5)                          # -> WaitOutcome.READY
     r.read(0, 5)                                # -> b"hello"
+
+For files on disk, ``Atomic`` (whole-file rewrites) and ``AtomicChunked`` (streamed writes to a
+claimed ``<path>.tmp``, published by ``commit``) give readers no file or the complete bytes.
 """
 
+from .atomic import Atomic, AtomicChunked
 from .core.lifecycle import ResourceStatus, WaitOutcome
 from .errors import (
     Cancelled,
@@ -31,6 +35,8 @@ from .errors import (
 from .resource import CancelToken, Resource, create, open
 
 __all__ = [
+    "Atomic",
+    "AtomicChunked",
     "CancelToken",
     "Cancelled",
     "CorruptResource",
