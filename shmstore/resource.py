@@ -425,8 +425,10 @@ class Resource:
             return
         while True:
             seq, life = L.read_life(w)
-            if life.status > 3:
-                raise CorruptResource(f"status {life.status} of {self._ns.label!r} is out of range")
+            try:
+                L.validate_life(life)
+            except CorruptResource as exc:
+                raise CorruptResource(f"{self._ns.label!r}: {exc}") from None
             try:
                 base = frozen = None
                 fresh = life.data_gen != self._data_gen or self._life_seq == -1  # -1: never
@@ -526,6 +528,7 @@ class Resource:
             size = segment_size(fd)
             if size < L.JOURNAL_HEADER:
                 return None  # being created: the writer has not published it yet
+            size = _segment_shape(fd, f"journal {slot}/{gen}", self._ns.label)
             m = map_segment(fd, size, writable=False)
         finally:
             os.close(fd)
@@ -559,7 +562,8 @@ class Resource:
         except ResourceNotFound:
             return None
         try:
-            m = map_segment(fd, segment_size(fd), writable=True)
+            size = _segment_shape(fd, f"journal {slot}/{gen}", self._ns.label)
+            m = map_segment(fd, size, writable=True)
         finally:
             os.close(fd)
         return self._keep_wjournal(m)
@@ -610,14 +614,14 @@ class Resource:
     def _read_ranges(self, suffix: str) -> list[tuple[int, int]]:
         fd = self._ns.open(suffix, create=False)
         try:
-            m = map_segment(fd, segment_size(fd), writable=False)
+            size = _segment_shape(fd, suffix, self._ns.label)
+            m = map_segment(fd, size, writable=False)
         finally:
             os.close(fd)
         try:
-            words = memoryview(m).cast("Q")
-            _slot, _gen, n, _base, _cap = L.unpack_journal_header(words.cast("B"))
-            flat = words[L.JOURNAL_HEADER // 8 : L.JOURNAL_HEADER // 8 + 2 * n].tolist()
-            words.release()
+            with memoryview(m) as raw, raw.cast("Q") as words:
+                _slot, _gen, n, _base, _cap = L.unpack_journal_header(raw)
+                flat = words[L.JOURNAL_HEADER // 8 : L.JOURNAL_HEADER // 8 + 2 * n].tolist()
         finally:
             m.close()
         return list(zip(flat[0::2], flat[1::2], strict=True))
@@ -1813,6 +1817,14 @@ class Resource:
 
 class _Retry(Exception):
     pass
+
+
+def _segment_shape(fd: int, what: str, label: str) -> int:
+    """The size of a journal-format segment, or ``CorruptResource`` if it cannot be one."""
+    size = segment_size(fd)
+    if size < L.JOURNAL_HEADER or size % 8:
+        raise CorruptResource(f"{what} of {label!r} is {size} bytes: not a shmstore segment")
+    return size
 
 
 def _unpickle(backend: Backend, name: str | None, path: str | None, mode: str) -> Resource:

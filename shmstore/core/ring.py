@@ -88,6 +88,7 @@ from .ranges import merge_ranges
 __all__ = ["MIN_JOURNAL", "SlotCursor", "SlotPublisher", "check_slot"]
 
 MIN_JOURNAL = 2048  # entries of a fresh journal
+_MAX_SEQ = 1 << 62  # far past any real count of writes; a larger head is a damaged block
 _JH = JOURNAL_HEADER // 8  # words before the first journal entry
 
 # callbacks into the OS edge
@@ -129,6 +130,8 @@ class SlotPublisher:
         self._ring0 = entry_word(slot, 0)
         self.seq = words[self._head_w]
         self.extent = words[self._extent_w]
+        if self.seq >= _MAX_SEQ or self.extent >= _MAX_SEQ:
+            raise CorruptResource(f"writer slot {slot}: head or extent out of range")
         gen = words[self._jgen_w]
         if gen == 0:
             self._start_journal([], 1)
