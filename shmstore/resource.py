@@ -86,8 +86,10 @@ from .errors import (
     StorageError,
     WriterDied,
 )
+from .inventory import reclaim_dead_creation
 from .ipc import locks
 from .ipc.segments import (
+    SHM_DIR,
     DirNamespace,
     MemNamespace,
     Namespace,
@@ -305,7 +307,7 @@ class Resource:
             L.init_block(w, ns.kind, getattr(ns, "name", "") or getattr(ns, "path", ""),
                          created_ns, life)
             w[L.W_MAGIC] = L.MAGIC  # last: the resource is whole
-            locks.try_lock(fd, L.LOCK_ATTACH, exclusive=False)
+            self._claim_handle_byte()
             self._claim_writer_slot()
         except BaseException:
             self._release_fds()
@@ -333,7 +335,7 @@ class Resource:
                                 # Its unlinker died before removing every name: finish.
                                 ns.unlink_all()
                                 raise ResourceNotFound(f"no resource {ns.label!r}")
-                            locks.try_lock(self._ctrl_fd, L.LOCK_ATTACH, exclusive=False)
+                            self._claim_handle_byte()
                             if self._writable and not self._lazy_writer:
                                 self._claim_writer_slot()
                             break
@@ -361,6 +363,15 @@ class Resource:
                       capacity=length, data_capacity=length)
         L.init_block(self._w, "mmap", self._ns.label, 0, life)
         self._sync_life()
+
+    def _claim_handle_byte(self) -> None:
+        """Hold one of the handle lock bytes for this handle's life (best effort: with more
+        than N_HANDLES handles open, the extra ones are simply not counted)."""
+        start = (os.getpid() * 31 + id(self)) % L.N_HANDLES
+        for i in range(L.N_HANDLES):
+            k = (start + i) % L.N_HANDLES
+            if locks.try_lock(self._ctrl_fd, L.LOCK_HANDLE_BASE + k):
+                return
 
     def _map_ctrl(self) -> None:
         # Map through a descriptor of its own: mmap keeps a duplicate of the descriptor it
@@ -1870,10 +1881,22 @@ def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
         if os.path.lexists(ns.path):
             raise ResourceExists(f"{ns.path} already exists")
         if os.path.lexists(ns.sidecar):
-            raise ResourceExists(f"{ns.sidecar} already exists (a resource's control state)")
+            if not reclaim_dead_creation(ns.sidecar, ""):
+                raise ResourceExists(f"{ns.sidecar} already exists (a resource's control state)")
+            try:
+                os.rmdir(ns.sidecar)
+            except OSError:
+                pass
         ns.ensure_sidecar()
-    return Resource(ns, writable=True, _creating={
-        "capacity": capacity, "created_ns": time.time_ns(), "prefault": prefault})
+    creating = {"capacity": capacity, "created_ns": time.time_ns(), "prefault": prefault}
+    try:
+        return Resource(ns, writable=True, _creating=creating)
+    except ResourceExists:
+        # The name may be held by a creator that died during create: reclaim, then retry.
+        if not isinstance(ns, ShmNamespace) or not reclaim_dead_creation(
+                SHM_DIR, ns.base + "_"):
+            raise
+        return Resource(ns, writable=True, _creating=creating)
 
 
 def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",

@@ -182,7 +182,8 @@ CTRL_SIZE = (CTRL_SIZE_RAW + 4095) // 4096 * 4096
 LOCK_META = 0  # exclusive, held for microseconds around lifecycle and table updates
 LOCK_WRITER_BASE = 16  # + slot: held exclusively by a writer for its whole life
 LOCK_WAITER_BASE = 128  # + slot: held by a parked waiter
-LOCK_ATTACH = 512  # shared, held by every open handle (for gc: is anyone attached?)
+LOCK_HANDLE_BASE = 4096  # + k: one byte held exclusively by each open handle, k < N_HANDLES
+N_HANDLES = 1024  # (so `shmstore ls` can count handles and `gc` can tell abandoned from used)
 
 # --- the journal: each writer slot's complete record of coverage ------------------------
 JOURNAL_MAGIC = int.from_bytes(b"SHMJRNL\x01", "little")
