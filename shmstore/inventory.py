@@ -86,6 +86,12 @@ def _held(fd: int, offset: int, length: int = 1) -> bool:
     return locks.probe(fd, offset, length)
 
 
+def _anyone_holds(fd: int) -> bool:
+    """Does any process hold the meta lock, a handle byte or a writer byte?"""
+    return (_held(fd, L.LOCK_META) or _held(fd, L.LOCK_HANDLE_BASE, L.N_HANDLES)
+            or _held(fd, L.LOCK_WRITER_BASE, L.N_WRITERS))
+
+
 def _count_held(fd: int, base: int, n: int) -> int:
     if not _held(fd, base, n):
         return 0
@@ -258,8 +264,7 @@ def _stale_objects(opener: _Opener) -> list[str] | None:
     fd = opener.open("c")
     try:
         size = segment_size(fd)
-        anyone = (_held(fd, L.LOCK_META) or _held(fd, L.LOCK_HANDLE_BASE, L.N_HANDLES)
-                  or _held(fd, L.LOCK_WRITER_BASE, L.N_WRITERS))
+        anyone = _anyone_holds(fd)
         if size < L.CTRL_SIZE:
             return None if _dead_creation(fd, size, anyone) else []
         m = map_segment(fd, L.CTRL_SIZE, writable=False)
@@ -322,8 +327,7 @@ def reclaim_dead_creation(directory: str, prefix: str) -> bool:
         return False
     try:
         size = segment_size(fd)
-        anyone = (_held(fd, L.LOCK_META) or _held(fd, L.LOCK_HANDLE_BASE, L.N_HANDLES)
-                  or _held(fd, L.LOCK_WRITER_BASE, L.N_WRITERS))
+        anyone = _anyone_holds(fd)
         if size >= L.CTRL_SIZE:
             m = map_segment(fd, L.CTRL_SIZE, writable=False)
             try:
