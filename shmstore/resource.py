@@ -86,7 +86,7 @@ from .errors import (
     StorageError,
     WriterDied,
 )
-from .inventory import reclaim_dead_creation
+from .inventory import CREATE_GRACE, reclaim_dead_creation
 from .ipc import locks
 from .ipc.segments import (
     SHM_DIR,
@@ -820,6 +820,10 @@ class Resource:
         gen = self._write_gen
         fd = self._data_fd(gen, staged=gen != self._data_gen, writable=True)
         try:
+            if isinstance(self._ns, DirNamespace) and segment_size(fd) < self._capacity:
+                # A committer died after trimming the file and before its commit point:
+                # the resource is still active, so restore the reservation it trimmed.
+                reserve(fd, self._capacity, f"data of {self._ns.label!r}")
             size = min(self._capacity, segment_size(fd))
             m = map_segment(fd, size, writable=True)
         finally:
@@ -1878,15 +1882,10 @@ def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
         raise InvalidRange(0, capacity, "capacity outside [0, 2**63)")
     ns = _namespace(backend, name, path, permissions)
     if isinstance(ns, DirNamespace):
+        if os.path.lexists(ns.sidecar) and not _reclaim_mmap_creation(ns):
+            raise ResourceExists(f"{ns.sidecar} already exists (a resource's control state)")
         if os.path.lexists(ns.path):
             raise ResourceExists(f"{ns.path} already exists")
-        if os.path.lexists(ns.sidecar):
-            if not reclaim_dead_creation(ns.sidecar, ""):
-                raise ResourceExists(f"{ns.sidecar} already exists (a resource's control state)")
-            try:
-                os.rmdir(ns.sidecar)
-            except OSError:
-                pass
         ns.ensure_sidecar()
     creating = {"capacity": capacity, "created_ns": time.time_ns(), "prefault": prefault}
     try:
@@ -1925,6 +1924,27 @@ def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",
             return Resource(ns, writable=False, _static_len=st.st_size)
         return _adopt(ns, st.st_size)
     return Resource(ns, writable=(mode == "r+"))
+
+
+def _reclaim_mmap_creation(ns: DirNamespace) -> bool:
+    """An mmap name whose creator died during ``create``: remove its sidecar and the data
+    file it made (``create`` refuses an existing path before it makes anything, so a data
+    file beside an unfinished control block is that creator's)."""
+    if ns.exists("c"):
+        if not reclaim_dead_creation(ns.sidecar, ""):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ns.path)
+    else:
+        try:
+            st = os.lstat(ns.sidecar)
+            if os.listdir(ns.sidecar) or time.time() - st.st_ctime <= CREATE_GRACE:
+                return False  # not ours to judge, or a creator between mkdir and open
+        except OSError:
+            return False
+    with contextlib.suppress(OSError):
+        os.rmdir(ns.sidecar)
+    return not os.path.lexists(ns.sidecar)
 
 
 def _adopt(ns: DirNamespace, size: int) -> Resource:
