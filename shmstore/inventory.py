@@ -307,14 +307,15 @@ CREATE_GRACE = 2.0  # seconds a control block may stay empty before its creation
 
 def _dead_creation(fd: int, size: int, anyone: bool) -> bool:
     """Did the creator of a control block without magic die? A creator takes the meta lock
-    right after creating the block and holds it until the magic word is written, so a block
-    with bytes and no lock held lost its creator. An empty one may be a creator between its
-    ``shm_open`` and its lock: only one older than ``CREATE_GRACE`` counts."""
+    right after creating the block, reserves it whole, and holds the lock until the magic
+    word is written: a whole block with no lock held lost its creator. An empty one may be a
+    creator between its ``shm_open`` and its lock: only one older than ``CREATE_GRACE``
+    counts. A block of any other size is not one a creator makes: never ours to remove."""
     if anyone:
         return False
-    if size > 0:
+    if size == L.CTRL_SIZE:
         return True
-    return fd >= 0 and time.time() - os.fstat(fd).st_ctime > CREATE_GRACE
+    return size == 0 and fd >= 0 and time.time() - os.fstat(fd).st_ctime > CREATE_GRACE
 
 
 def reclaim_dead_creation(directory: str, prefix: str) -> bool:

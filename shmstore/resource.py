@@ -291,6 +291,7 @@ class Resource:
         self._ctrl_fd = fd
         try:
             locks.lock(fd, L.LOCK_META)
+            self._meta_depth += 1  # nested _meta() sections (journal creation) reuse it
             reserve(fd, L.CTRL_SIZE, f"control block of {ns.label!r}")
             self._map_ctrl()
             w = self._words
@@ -314,6 +315,7 @@ class Resource:
             ns.unlink_all()  # ours: we created the control block exclusively
             raise
         finally:
+            self._meta_depth = 0
             if self._ctrl_fd >= 0:
                 locks.unlock(self._ctrl_fd, L.LOCK_META)
         self._sync_life()
@@ -324,6 +326,7 @@ class Resource:
         try:
             for attempt in range(100):
                 locks.lock(self._ctrl_fd, L.LOCK_META)
+                self._meta_depth += 1
                 try:
                     size = segment_size(self._ctrl_fd)
                     if size >= L.CTRL_SIZE:
@@ -344,6 +347,7 @@ class Resource:
                             f"control block of {ns.label!r} is {size} bytes: its creator died"
                         )
                 finally:
+                    self._meta_depth -= 1
                     locks.unlock(self._ctrl_fd, L.LOCK_META)
                 time.sleep(0.01)  # a creator between shm_open and taking the meta lock
             self._sync_life()
@@ -527,7 +531,7 @@ class Resource:
         if hit is not None:
             return hit[1]
         try:
-            fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=False)
+            fd = self._open_named(f"j{slot:x}_{gen & 0xFFFF:04x}")
         except ResourceNotFound:
             if L.current_life(self._words).unlinked:
                 raise ResourceNotFound(
@@ -554,11 +558,13 @@ class Resource:
         """The writer's side: a fresh journal segment (truncating a leftover of a writer of
         this slot that died between creating and publishing it)."""
         suffix = f"j{slot:x}_{gen & 0xFFFF:04x}"
-        if L.current_life(self._words).unlinked:
-            raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
-        fd = self._ns.open(suffix, create=True, truncate=True)
-        if L.current_life(self._words).unlinked:  # an unlink raced us: leave no name behind
-            self._ns.unlink(suffix)
+        # Under the meta lock, which unlink() holds while it flags the resource and removes
+        # its names: once the name may belong to a new resource created after an unlink,
+        # this incarnation is flagged, and we never create (or truncate) it.
+        with self._meta() as w:
+            if L.current_life(w).unlinked:
+                raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
+            fd = self._ns.open(suffix, create=True, truncate=True)
         try:
             reserve(fd, L.journal_size(capacity), f"journal of {self._ns.label!r}")
             m = map_segment(fd, L.journal_size(capacity), writable=True)
@@ -566,10 +572,21 @@ class Resource:
             os.close(fd)
         return self._keep_wjournal(m)
 
+    def _open_named(self, suffix: str, *, writable: bool = False) -> int:
+        """Open one of this resource's objects by name, and make sure it is ours: names are
+        reused by a resource created after an unlink, and unlink flags this incarnation
+        before it removes any name, so a flag still clear after the open proves the object
+        belongs to this incarnation."""
+        fd = self._ns.open(suffix, create=False)
+        if L.current_life(self._words).unlinked:
+            os.close(fd)
+            raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
+        return fd
+
     def _open_wjournal(self, slot: int, gen: int) -> memoryview | None:
         """The writer's side: map an existing journal of our slot writable (a resume)."""
         try:
-            fd = self._ns.open(f"j{slot:x}_{gen & 0xFFFF:04x}", create=False)
+            fd = self._open_named(f"j{slot:x}_{gen & 0xFFFF:04x}")
         except ResourceNotFound:
             return None
         try:
@@ -594,7 +611,9 @@ class Resource:
         next commit. It is the base coverage of the generation being written (the rewrite
         started as a copy of exactly these bytes), loaded by ``_sync_life``."""
         frozen = self._frozen
-        assert frozen is not None and frozen[0] == self._write_gen, "frozen view not loaded"
+        if frozen is None or frozen[0] != self._write_gen:
+            # only when the resource was unlinked before this handle read the base
+            raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked")
         return frozen[1]
 
     def _base_ranges(self, gen: int) -> list[tuple[int, int]]:
@@ -623,7 +642,7 @@ class Resource:
             m.close()
 
     def _read_ranges(self, suffix: str) -> list[tuple[int, int]]:
-        fd = self._ns.open(suffix, create=False)
+        fd = self._open_named(suffix)
         try:
             size = _segment_shape(fd, suffix, self._ns.label)
             m = map_segment(fd, size, writable=False)
@@ -717,7 +736,7 @@ class Resource:
 
     def _data_fd(self, gen: int, *, staged: bool, writable: bool) -> int:
         ns = self._ns
-        fd = ns.open(ns.data_suffix(gen, staged=staged), create=False)
+        fd = self._open_named(ns.data_suffix(gen, staged=staged))
         if ns.kind == "mmap" and not staged:
             ino = self._data_ino
             if ino and os.fstat(fd).st_ino != ino:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -18,7 +19,6 @@ import pytest
 import shmstore
 from shmstore import ResourceStatus, WaitOutcome
 from shmstore.core import layout as L
-from shmstore.ipc import segments
 
 from . import _workers as W
 from .conftest import Harness
@@ -299,12 +299,12 @@ def test_forked_child_and_parent_write_one_resource(H: Harness, kind: str) -> No
 # ============================================================ 5. unlink races
 @pytest.mark.timeout(60)
 def test_mmap_unlink_racing_a_journal_compaction(H: Harness) -> None:
-    """A writer compacts its journal (outside the meta lock) while another process unlinks
-    the mmap resource. The writer checks "unlinked?" before and after creating the new
-    journal file, so the name is removed either way - but when the file appears after
-    unlink_all listed the sidecar and before it removes the directory, ``os.rmdir`` fails
-    (ENOTEMPTY): unlink() raises StorageError, leaves the sidecar directory (a new resource
-    cannot be created at that path) and the waiters' semaphores in /dev/shm."""
+    """A writer compacts its journal while another process unlinks the mmap resource. (This
+    test first found unlink() failing with ENOTEMPTY when the journal appeared between its
+    listing and its rmdir.) A compaction now creates its journal under the meta lock, which
+    unlink() holds while it flags the resource and removes its names: the writer, paused
+    inside the journal's creation, holds the unlink off until it is done, and the unlink
+    then removes everything - the new journal, the sidecar and the semaphores."""
     spec = H.spec("mmap")
     w = H.create(spec)
     r = H.open(spec)
@@ -315,29 +315,25 @@ def test_mmap_unlink_racing_a_journal_compaction(H: Harness) -> None:
     at_create, listed, created, go2 = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Event()
     p = H.start("writer", W.compaction_pause_writer, spec, at_create, listed, created, go2)
     H.await_event(at_create, p, "compaction about to create its journal")
-    orig = segments._listdir
-    sidecar = spec[1] + ".shmstore"
+    listed.set()
+    H.await_event(created, p, "journal created under the meta lock")
+    errors: list[BaseException] = []
 
-    def listdir(path: str) -> Any:
-        entries = list(orig(path))
-        if path == sidecar:
-            listed.set()
-            assert created.wait(30)
-        yield from entries
+    def unlink() -> None:
+        try:
+            w.unlink()
+        except BaseException as exc:
+            errors.append(exc)
 
-    segments._listdir = listdir  # type: ignore[assignment]
-    try:
-        w.unlink()
-        err = None
-    except shmstore.StorageError as exc:
-        err = exc
-    finally:
-        segments._listdir = orig  # type: ignore[assignment]
-        go2.set()
+    t = threading.Thread(target=unlink)
+    t.start()  # blocks on the meta lock the paused compaction holds
+    go2.set()
+    t.join(30)
+    assert not t.is_alive()
     out = H.results(["writer"])["writer"]
     left = _short(_names(spec), spec)
-    assert err is None and not left, (
-        f"unlink raised {err!r}; left behind: {left}; the writer's write: {out}")
+    assert not errors and not left, (
+        f"unlink raised {errors!r}; left behind: {left}; the writer's write: {out}")
 
 
 # ============================================================ 6. writes racing a commit

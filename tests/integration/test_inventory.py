@@ -187,7 +187,7 @@ def test_gc_in_a_directory_mmap_sidecars_and_stale_temps(tmp_path: Path) -> None
         w = shmstore.create(backend="mmap", path=res)
         w.write_at(0, b"half")
         w.close()
-        assert [i.name for i in list_resources([tmp_path])] == [str(res)]
+        assert [i.name for i in list_resources([tmp_path]) if i.backend == "mmap"] == [str(res)]
         removed = collect(dirs=[tmp_path])
         assert str(tmp_path / "dead.bin.tmp") in removed
         assert not (tmp_path / "dead.bin.tmp").exists()
