@@ -1041,10 +1041,9 @@ class Resource:
             ns = self._ns
             cap, new_gen, ino, staged = life.capacity, gen, life.data_ino, gen != data_gen
             if isinstance(ns, DirNamespace):
-                if not staged and (length < extent or self._other_writers_alive()):
-                    # Never shrink a file that another process may touch past the new end:
-                    # readers of bytes the commit cuts, or another writer of the pool in the
-                    # middle of a write (SIGBUS). Stage a copy as a new generation instead.
+                if not staged and length < extent:
+                    # Never shrink a file under readers of the bytes the commit cuts:
+                    # stage a copy of the first `length` bytes as a new generation instead.
                     new_gen, staged = gen + 1, True
                     self._stage_copy(new_gen, length, life.capacity)
                     self._write_ranges(f"b{new_gen & 0xFFFF:04x}", [(0, length)] if length else [])
@@ -1052,7 +1051,13 @@ class Resource:
                     self._wmap.flush()
                 fd = ns.open(ns.data_suffix(new_gen, staged=staged), create=False)
                 try:
-                    os.ftruncate(fd, length)  # only bytes no reader may touch are cut
+                    size = segment_size(fd)
+                    # Shrinking cuts only bytes no reader may touch, but another writer of
+                    # the pool may be writing past `length` into the file it maps (SIGBUS):
+                    # with one attached, the last writer to close trims the file instead.
+                    mine = new_gen != gen or not self._other_writers_alive()
+                    if size < length or (size > length and mine):
+                        os.ftruncate(fd, length)
                     os.fsync(fd)
                     if staged:
                         ino = os.fstat(fd).st_ino
@@ -1082,6 +1087,24 @@ class Resource:
         self._wake_all()
         for fn in self._on_commit:
             fn(length)
+
+    def _trim_if_last_writer(self) -> None:
+        """mmap: a commit made while other writers were attached left the data file at its
+        reservation; the last writer to leave makes it hold exactly the committed bytes."""
+        ns = self._ns
+        if not isinstance(ns, DirNamespace):
+            return
+        with self._meta() as w:
+            life = L.current_life(w)
+            if (life.status != State.COMMITTED or life.unlinked or self._other_writers_alive()):
+                return
+            with contextlib.suppress(OSError, StorageError):
+                fd = self._open_named(ns.data_suffix(life.data_gen, staged=False))
+                try:
+                    if os.fstat(fd).st_ino == life.data_ino and segment_size(fd) > life.final_len:
+                        os.ftruncate(fd, life.final_len)
+                finally:
+                    os.close(fd)
 
     def _other_writers_alive(self) -> bool:
         """Is a writer other than this handle attached (our own locks never conflict)?"""
@@ -1553,8 +1576,12 @@ class Resource:
         with self._tlock:
             self._live_words()
             self._refresh()
-            if self._status is State.COMMITTED and self._final_given:
-                return [(0, self._final_len)] if self._final_len else []
+            if self._status is State.COMMITTED:
+                n = self._final_len
+                if self._final_given:
+                    return [(0, n)] if n else []
+                # a pool writer's write that raced the commit may lie past its length
+                return [(s, min(e, n)) for s, e in self._cov if s < n]
             if self._write_gen != self._data_gen:
                 return list(self._frozen_view())
             return list(self._cov)
@@ -1730,6 +1757,7 @@ class Resource:
                 try:
                     if self._wmap is not None and self._ns.kind == "mmap":
                         self._wmap.flush()
+                        self._trim_if_last_writer()
                     locks.unlock(self._ctrl_fd, L.LOCK_WRITER_BASE + (self._slot or 0))
                     self._wake_all()  # waiters re-check liveness now, not at their next nap
                 except (StorageError, OSError, ValueError):
@@ -1785,8 +1813,12 @@ class Resource:
             return
         if not self._closed and self._w is not None:
             with self._meta() as w:
-                if not L.current_life(w).unlinked:
-                    self._publish(w, unlinked=1)
+                if L.current_life(w).unlinked:
+                    # Already unlinked, possibly long ago: the names may belong to a new
+                    # resource created since. Only the handle that flagged removes names
+                    # (and open() finishes the job of an unlinker that died).
+                    return
+                self._publish(w, unlinked=1)
                 ns.unlink_all()  # under the meta lock: no waiter creates a semaphore now
             self._sync_life()
             self._wake_all()
