@@ -1088,6 +1088,23 @@ class Resource:
         for fn in self._on_commit:
             fn(length)
 
+    def _names_are_ours(self) -> bool:
+        """Does the control block's name still lead to this handle's control block (and not
+        to one of a resource created under the same name after an unlink)?"""
+        if isinstance(self._ns, MemNamespace):
+            return True
+        try:
+            fd = self._ns.open("c", create=False)
+        except ResourceNotFound:
+            return True  # gone: what is left of the name is this one's debris
+        except StorageError:
+            return False
+        try:
+            a, b = os.fstat(fd), os.fstat(self._ctrl_fd)
+            return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        finally:
+            os.close(fd)
+
     def _trim_if_last_writer(self) -> None:
         """mmap: a commit made while other writers were attached left the data file at its
         reservation; the last writer to leave makes it hold exactly the committed bytes."""
@@ -1745,6 +1762,9 @@ class Resource:
             if self._closed:
                 return
             was_writer = self._slot is not None and not self._forked
+            if was_writer and isinstance(self._ns, DirNamespace) and self._w is not None:
+                with contextlib.suppress(StorageError, OSError, ValueError):
+                    self._trim_if_last_writer()
             if (self._sticky >= 0 and not self._sticky_busy and not self._forked
                     and self._w is not None):
                 try:
@@ -1757,7 +1777,6 @@ class Resource:
                 try:
                     if self._wmap is not None and self._ns.kind == "mmap":
                         self._wmap.flush()
-                        self._trim_if_last_writer()
                     locks.unlock(self._ctrl_fd, L.LOCK_WRITER_BASE + (self._slot or 0))
                     self._wake_all()  # waiters re-check liveness now, not at their next nap
                 except (StorageError, OSError, ValueError):
@@ -1813,12 +1832,12 @@ class Resource:
             return
         if not self._closed and self._w is not None:
             with self._meta() as w:
-                if L.current_life(w).unlinked:
-                    # Already unlinked, possibly long ago: the names may belong to a new
-                    # resource created since. Only the handle that flagged removes names
-                    # (and open() finishes the job of an unlinker that died).
+                if L.current_life(w).unlinked and not self._names_are_ours():
+                    # Unlinked long ago: the names belong to a new resource created since.
                     return
-                self._publish(w, unlinked=1)
+                if not L.current_life(w).unlinked:
+                    self._publish(w, unlinked=1)
+                # (again, if an unlinker died half-way: the names are still this one's)
                 ns.unlink_all()  # under the meta lock: no waiter creates a semaphore now
             self._sync_life()
             self._wake_all()
