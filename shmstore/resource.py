@@ -381,7 +381,12 @@ class Resource:
         # Map through a descriptor of its own: mmap keeps a duplicate of the descriptor it
         # maps, and were that the locking one, a forked child's inherited mapping would keep
         # this process's writer lock alive after it died.
-        mfd = self._ns.open("c", create=False)
+        # Reopened through /proc, not by name: the name may already lead to a resource
+        # created after an unlink, and the block we lock must be the block we map.
+        try:
+            mfd = os.open(f"/proc/self/fd/{self._ctrl_fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StorageError(f"reopening the control block of {self._ns.label!r}: {exc}") from exc
         try:
             self._ctrl_map = map_segment(mfd, L.CTRL_SIZE, writable=True)
         finally:
@@ -837,7 +842,15 @@ class Resource:
         if end > self._capacity:
             self._grow(end)
         gen = self._write_gen
-        fd = self._data_fd(gen, staged=gen != self._data_gen, writable=True)
+        try:
+            fd = self._data_fd(gen, staged=gen != self._data_gen, writable=True)
+        except ResourceNotFound:
+            # A commit retired the generation this write was for: the write lost the race.
+            self._sync_life()
+            if self._unlinked:
+                raise
+            self._raise_for_status()
+            raise ReadOnlyError(f"{self._ns.label!r} was committed during this write") from None
         try:
             if isinstance(self._ns, DirNamespace) and segment_size(fd) < self._capacity:
                 # A committer died after trimming the file and before its commit point:

@@ -28,7 +28,8 @@ racing unlink: from a handle, only if its control block says it was unlinked);
 recreate, ``ResourceExists`` (another worker recreated it first). Anything else, a
 verification mismatch, or a worker that dies or never reports fails the test.
 
-Environment: ``SHMSTORE_SOAK_SECONDS`` (default 40), ``SHMSTORE_SOAK_WORKERS`` (6),
+Environment: ``SHMSTORE_SOAK=1`` (the test is skipped without it while it still fails, see
+docs/reliability.md, "Soak"), ``SHMSTORE_SOAK_SECONDS`` (default 40), ``SHMSTORE_SOAK_WORKERS`` (6),
 ``SHMSTORE_SOAK_SEED`` (fixed default: a run is repeatable up to scheduling),
 ``SHMSTORE_SOAK_REPORT`` (a path: the figures, error kinds and first tracebacks are also
 written there as JSON). To narrow a failure down: ``SHMSTORE_SOAK_WEIGHTS`` (e.g.
@@ -49,6 +50,8 @@ import pickle
 import queue
 import random
 import re
+import signal
+import threading
 import time
 import traceback
 import uuid
@@ -271,6 +274,8 @@ class Worker:
         self.cur: shmstore.Resource | None = None  # the handle the current operation uses
         self.fs_ctx: Any = None
         self.children = 0
+        self.t0 = time.monotonic()
+        self.first_error: float | None = None  # seconds into the run
 
     # ------------------------------------------------------------------- handles
     def handles(self, i: int) -> list[shmstore.Resource]:
@@ -506,7 +511,7 @@ class Worker:
         if code != 0:
             raise AssertionError(f"a pickled-handle child exited with {code}")
         for e in res["errors"]:
-            self.error_kinds[f"pickle: child: {_shape(e.strip().splitlines()[-1])}"] += 1
+            self.count_error(f"pickle: child: {_shape(e.strip().splitlines()[-1])}")
             if len(self.errors) < 20:
                 self.errors.append(e)
         self.verified += res["verified"]
@@ -535,9 +540,14 @@ class Worker:
             self.error(kind, i, f"{type(exc).__name__}: {_shape(str(exc))}")
         self.outcomes[f"{kind}:{res}"] += 1
 
+    def count_error(self, key: str) -> None:
+        self.error_kinds[key] += 1
+        if self.first_error is None:
+            self.first_error = round(time.monotonic() - self.t0, 2)
+
     def error(self, kind: str, i: int, what: str) -> None:
         """Count an unexpected error (call inside its ``except``: keeps its traceback)."""
-        self.error_kinds[f"{kind}: {what}"] += 1
+        self.count_error(f"{kind}: {what}")
         if len(self.errors) < 20:
             self.errors.append(f"worker {self.wid} seed {self.seed}: {kind} on"
                                f" {self.specs[i]}: {what}\n{traceback.format_exc()}")
@@ -553,7 +563,7 @@ class Worker:
             try:
                 self.check_view(a, v)
             except AssertionError as exc:
-                self.error_kinds[f"held view: {_shape(str(exc))}"] += 1
+                self.count_error(f"held view: {_shape(str(exc))}")
                 if len(self.errors) < 20:
                     self.errors.append(f"worker {self.wid}: {traceback.format_exc()}")
                 v.release()
@@ -566,11 +576,12 @@ class Worker:
         self.cur = None
         gc.collect()
         self.samples.append({"label": label, "t": round(time.monotonic() - t0, 2),
-                             "ops": sum(self.ops.values()), "live": live,
+                             "ops": sum(self.ops.values()),
+                             "errors": sum(self.error_kinds.values()), "live": live,
                              "quiet": figures(self.tmp)})
 
     def run(self, seconds: float) -> dict[str, Any]:
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
         warm = min(max(3.0, 0.15 * seconds), 30.0)
         # Warm-up: every kind of operation at least once, on every resource (the forkserver
         # starts here, so the baseline includes its pipe), then random ones.
@@ -598,7 +609,7 @@ class Worker:
             "wid": self.wid, "pid": os.getpid(), "seed": self.seed,
             "seconds": round(time.monotonic() - t0, 2), "warm": warm,
             "ops": dict(self.ops), "outcomes": dict(self.outcomes), "errors": self.errors,
-            "error_kinds": dict(self.error_kinds),
+            "error_kinds": dict(self.error_kinds), "first_error": self.first_error,
             "verified": self.verified, "samples": self.samples, "children": self.children,
         }
 
@@ -613,7 +624,15 @@ def worker_main(q: Any, wid: int, seed: int, specs: list[Spec], tmp: str,
     else:
         q.put((wid, "ok", res))
     q.close()
-    q.join_thread()
+    # Flush the report; if the driver died meanwhile nobody reads it: exit anyway.
+    flushing = threading.Thread(target=q.join_thread, daemon=True)
+    flushing.start()
+    driver = mp.parent_process()
+    while flushing.is_alive():
+        flushing.join(1.0)
+        if driver is not None and not driver.is_alive():
+            q.cancel_join_thread()
+            break
 
 
 # --------------------------------------------------------------------------------- report
@@ -645,6 +664,8 @@ def summarize(results: list[dict[str, Any]], shm: dict[str, Any]) -> dict[str, A
                              round(end["quiet"]["rss_anon"] / 2**20, 1)],
             "series_fds": [s["quiet"]["fds"] for s in r["samples"]],
             "series_maps": [s["quiet"]["maps"] for s in r["samples"]],
+            "series_errors": [(s["t"], s["errors"]) for s in r["samples"]],
+            "first_error_s": r["first_error"],
             "live_fds_max": max(s["live"]["fds"] for s in r["samples"]),
             "live_maps_max": max(s["live"]["maps"] for s in r["samples"]),
         })
@@ -664,6 +685,14 @@ def summarize(results: list[dict[str, Any]], shm: dict[str, Any]) -> dict[str, A
 
 
 # ----------------------------------------------------------------------------------- test
+class Terminated(BaseException):
+    pass
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 @pytest.mark.timeout(SECONDS + 180)
 @pytest.mark.skipif(
     not os.environ.get("SHMSTORE_SOAK"),
@@ -693,6 +722,8 @@ def test_soak(tmp_path: Path) -> None:
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
+    # A SIGTERM (a shared machine's cleanup) must still run the cleanup below.
+    sigterm = signal.signal(signal.SIGTERM, _terminated)
     procs = [ctx.Process(target=worker_main,
                          args=(q, k, SEED + k, specs, str(tmp_path), SECONDS))
              for k in range(WORKERS)]
@@ -768,6 +799,7 @@ def test_soak(tmp_path: Path) -> None:
                              for b in bases))
         sidecar_final = sidecar_count(specs)
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         for p in procs:
             if p.exitcode is None:
                 p.kill()
