@@ -609,7 +609,11 @@ class Resource:
         return view
 
     def _drop_journal(self, slot: int, gen: int) -> None:
-        self._ns.unlink(f"j{slot:x}_{gen & 0xFFFF:04x}")
+        """Unlink a superseded journal, under the meta lock and only while this incarnation
+        is not unlinked: otherwise the name may be a newer resource's journal."""
+        with self._meta() as w:
+            if not L.current_life(w).unlinked:
+                self._ns.unlink(f"j{slot:x}_{gen & 0xFFFF:04x}")
 
     def _frozen_view(self) -> RangeSet:
         """During a rewrite: the committed generation as readers keep seeing it until the

@@ -216,12 +216,15 @@ class ShmNamespace:
         return 0
 
     def unlink_all(self) -> None:
-        """Remove every segment and semaphore of this resource (the name's prefix)."""
+        """Remove every segment and semaphore of this resource (the name's prefix). The
+        control block goes last: until it is gone no resource of the same name can be
+        created (it is created exclusively first), so nothing removed here is a newer one's."""
         for entry in _listdir(SHM_DIR):
-            if entry.startswith(self.base + "_"):
+            if entry.startswith(self.base + "_") and entry != self.base + "_c":
                 self.unlink(entry[len(self.base) + 1 :])
             elif entry.startswith("sem." + self.base + "_"):
                 NamedWaker.unlink("/" + entry[4:])
+        self.unlink("c")
 
 
 class DirNamespace:
@@ -301,7 +304,9 @@ class DirNamespace:
                 pass
             for attempt in range(100):
                 for entry in _listdir(self.sidecar):
-                    self.unlink(entry)
+                    if entry != "c":
+                        self.unlink(entry)
+                self.unlink("c")  # last: see ShmNamespace.unlink_all
                 try:
                     os.rmdir(self.sidecar)
                     break
