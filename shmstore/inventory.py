@@ -43,7 +43,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .core import layout as L
 from .core.lifecycle import State
@@ -242,14 +242,8 @@ def list_resources(dirs: Iterable[str | os.PathLike[str]] = ()) -> list[Resource
     for data, side in _sidecars(dirs):
         info = _inspect(_Opener(side, ""), "mmap", tuple(sorted(os.listdir(side))))
         out.append(info if info.status in ("corrupt", "incomplete") else
-                   _replace_name(info, data))
+                   replace(info, name=data))
     return out
-
-
-def _replace_name(info: ResourceInfo, name: str) -> ResourceInfo:
-    from dataclasses import replace
-
-    return replace(info, name=name)
 
 
 # ------------------------------------------------------------------------------ collecting

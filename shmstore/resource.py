@@ -220,7 +220,6 @@ class Resource:
         self._ns = ns
         self._writable = writable
         self._tlock = threading.RLock()
-        self._pid = os.getpid()
         self._forked = False
         self._static = _static_len is not None
         self._cov = RangeSet()
@@ -240,9 +239,6 @@ class Resource:
         self._wgen = -1
         self._wpop = bytearray(1)
         self._rpop = bytearray(1)
-        self._wfd = -1
-        self._rfd = -1
-        self._old_maps: list[mmap.mmap] = []
         self._life_seq = -1
         self._status = State.ACTIVE
         self._final_len = 0
@@ -727,12 +723,7 @@ class Resource:
 
     # ------------------------------------------------------------------ data mappings
     def _release_map(self, entry: tuple[mmap.mmap, memoryview]) -> None:
-        m, view = entry
-        view.release()
-        try:
-            m.close()
-        except BufferError:
-            self._old_maps.append(m)  # a user's view still points into it: unmapped on GC
+        self._close_map(*entry)
 
     def _close_map(self, m: mmap.mmap | None, view: memoryview | None) -> None:
         if view is not None:
@@ -743,7 +734,7 @@ class Resource:
             except BufferError:
                 pass  # exported views keep the mapping alive; the kernel unmaps it on GC
 
-    def _data_fd(self, gen: int, *, staged: bool, writable: bool) -> int:
+    def _data_fd(self, gen: int, *, staged: bool) -> int:
         ns = self._ns
         fd = self._open_named(ns.data_suffix(gen, staged=staged))
         if ns.kind == "mmap" and not staged:
@@ -805,7 +796,7 @@ class Resource:
                 if self._static:
                     fd = os.open(self._ns.label, os.O_RDONLY | os.O_CLOEXEC)
                 else:
-                    fd = self._data_fd(gen, staged=False, writable=False)
+                    fd = self._data_fd(gen, staged=False)
             except _Retry:
                 if attempt and attempt % 100 == 0:
                     self._repair_data_file()
@@ -847,7 +838,7 @@ class Resource:
             self._grow(end)
         gen = self._write_gen
         try:
-            fd = self._data_fd(gen, staged=gen != self._data_gen, writable=True)
+            fd = self._data_fd(gen, staged=gen != self._data_gen)
         except ResourceNotFound:
             # A commit retired the generation this write was for: the write lost the race.
             self._sync_life()

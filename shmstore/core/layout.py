@@ -29,6 +29,7 @@ backing bytes (a lock may lie past the end of a file): see ``LOCK_*``.
 
 from __future__ import annotations
 
+import array
 import struct
 from dataclasses import dataclass
 
@@ -146,8 +147,6 @@ def publish_life(words: memoryview, life: Life) -> None:
 
 
 def _pack_record(life: Life, reason_len: int) -> memoryview:
-    import array  # array is pure; only lifecycle changes need it
-
     return memoryview(array.array("Q", [
         life.status, life.final_len, life.final_given, life.data_gen, life.write_gen,
         life.capacity, life.data_capacity, life.frozen_len, life.used_mask, life.unlinked,

@@ -64,6 +64,7 @@ that slot (segments are created with truncation by the slot's owner) or removed 
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable
 
 from ..errors import CorruptResource
@@ -239,8 +240,6 @@ def check_slot(words: memoryview, slot: int, journal: memoryview) -> list[tuple[
 
 
 def _as_words(flat: list[int]) -> memoryview:
-    import array  # local: array is pure, but only compaction needs it
-
     return memoryview(array.array("Q", flat))
 
 
