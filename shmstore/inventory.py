@@ -391,7 +391,8 @@ def collect(*, dry_run: bool = False, abandoned: bool = False, corrupt: bool = F
             except OSError:
                 continue
         if whole is None:
-            for e in entries:
+            # the control block last: while it exists nobody can create the name again
+            for e in sorted(entries, key=lambda e: e == f"{prefix}_c"):
                 if e.startswith("sem."):
                     if dry_run:
                         removed.append(os.path.join(SHM_DIR, e))
@@ -414,7 +415,7 @@ def collect(*, dry_run: bool = False, abandoned: bool = False, corrupt: bool = F
         except OSError:
             continue
         if stale is None:
-            for e in os.listdir(side):
+            for e in sorted(os.listdir(side), key=lambda e: e == "c"):  # see above
                 _remove(os.path.join(side, e), removed, dry_run)
             if not dry_run:
                 try:

@@ -216,12 +216,12 @@ class Resource:
     _slot: int | None = None
 
     def __init__(self, ns: Namespace, *, writable: bool, _creating: dict[str, Any] | None = None,
-                 _static_len: int | None = None) -> None:
+                 _static_fd: int | None = None) -> None:
         self._ns = ns
         self._writable = writable
         self._tlock = threading.RLock()
         self._forked = False
-        self._static = _static_len is not None
+        self._static = _static_fd is not None
         self._cov = RangeSet()
         self._cursors: dict[int, SlotCursor] = {}
         self._journals: dict[tuple[int, int], tuple[mmap.mmap, memoryview]] = {}
@@ -269,8 +269,8 @@ class Resource:
         self._listeners: list[Callable[[int, int], None]] = []
         self._closed = False
         try:
-            if _static_len is not None:
-                self._attach_static(_static_len)
+            if _static_fd is not None:
+                self._attach_static(_static_fd)
             elif _creating is not None:
                 self._create(**_creating)
             else:
@@ -332,7 +332,7 @@ class Resource:
                             L.validate_block(self._words, size)
                             if L.current_life(self._words).unlinked:
                                 # Its unlinker died before removing every name: finish.
-                                ns.unlink_all()
+                                self._remove_names(self._words)
                                 raise ResourceNotFound(f"no resource {ns.label!r}")
                             self._claim_handle_byte()
                             if self._writable and not self._lazy_writer:
@@ -355,14 +355,21 @@ class Resource:
             self._release_fds()
             raise
 
-    def _attach_static(self, length: int) -> None:
-        """A plain file opened read-only: committed, never changes, needs no shared state."""
+    def _attach_static(self, fd: int) -> None:
+        """A plain file opened read-only: committed, never changes, needs no shared state.
+        It is mapped now, whole: what this handle reads is the file it opened, even if
+        another one is renamed over the path later."""
+        length = segment_size(fd)
         self._ctrl_map = mmap.mmap(-1, L.CTRL_SIZE)
         self._w = memoryview(self._ctrl_map).cast("Q")
         life = L.Life(status=State.COMMITTED, final_len=length, final_given=1,
                       capacity=length, data_capacity=length)
         L.init_block(self._w, "mmap", self._ns.label, 0, life)
         self._sync_life()
+        m = map_segment(fd, length, writable=False) if length else None
+        self._rmap, self._rview = m, memoryview(m) if m is not None else memoryview(b"")
+        self._rpop = bytearray((length >> _CHUNK_SHIFT) + 1)
+        self._rsize, self._rgen = length, 0
 
     def _claim_handle_byte(self) -> None:
         """Hold one of the handle lock bytes for this handle's life (best effort: with more
@@ -737,9 +744,13 @@ class Resource:
     def _data_fd(self, gen: int, *, staged: bool) -> int:
         ns = self._ns
         fd = self._open_named(ns.data_suffix(gen, staged=staged))
-        if ns.kind == "mmap" and not staged:
-            ino = self._data_ino
-            if ino and os.fstat(fd).st_ino != ino:
+        if ns.kind == "mmap" and not staged and self._data_ino:
+            # The file at the path is generation `gen`'s if it has its inode number, and
+            # if no newer generation was published before we opened it: numbers of
+            # retired files are reused, and a commit publishes before it renames.
+            w = self._words
+            if os.fstat(fd).st_ino != self._data_ino or (
+                    w[L.W_LIFE_SEQ] != self._seen_seq and L.read_life(w)[1].data_gen != gen):
                 os.close(fd)
                 raise _Retry
         return fd
@@ -792,11 +803,10 @@ class Resource:
                 self._rsize, self._rgen = self._wsize, gen
                 self._rpop = self._wpop
                 return self._rview
+            if self._static:  # mapped whole at open; nothing past it is readable
+                raise CorruptResource(f"{self._ns.label!r}: read past the plain file's end")
             try:
-                if self._static:
-                    fd = os.open(self._ns.label, os.O_RDONLY | os.O_CLOEXEC)
-                else:
-                    fd = self._data_fd(gen, staged=False)
+                fd = self._data_fd(gen, staged=False)
             except _Retry:
                 if attempt and attempt % 100 == 0:
                     self._repair_data_file()
@@ -839,11 +849,12 @@ class Resource:
         gen = self._write_gen
         try:
             fd = self._data_fd(gen, staged=gen != self._data_gen)
-        except ResourceNotFound:
-            # A commit retired the generation this write was for: the write lost the race.
+        except (ResourceNotFound, _Retry):
+            # A commit retired the generation this write was for (or renamed a newer one
+            # over the path): the write lost the race.
             self._sync_life()
             if self._unlinked:
-                raise
+                raise ResourceNotFound(f"resource {self._ns.label!r} was unlinked") from None
             self._raise_for_status()
             raise ReadOnlyError(f"{self._ns.label!r} was committed during this write") from None
         try:
@@ -859,7 +870,12 @@ class Resource:
         self._wmap, self._wview, self._wsize, self._wgen = m, memoryview(m), size, gen
         self._wpop = bytearray((size >> _CHUNK_SHIFT) + 1)
         if end > size:
-            raise CorruptResource(f"data of {self._ns.label!r} is smaller than its capacity")
+            self._sync_life()
+            if self._status is State.ACTIVE and self._write_gen == gen:
+                raise CorruptResource(f"data of {self._ns.label!r} is smaller than its capacity")
+            # a commit won the race since we grew: the write is refused, not torn
+            self._raise_for_status()
+            raise ReadOnlyError(f"{self._ns.label!r} was committed during this write")
         return self._wview
 
     def _grow(self, end: int) -> None:
@@ -960,6 +976,11 @@ class Resource:
             buf = self._wview
             if buf is None or end > self._wsize or self._wgen != self._write_gen:
                 buf = self._ensure_wmap(end)
+                # Mapping may read a newer lifecycle: the bytes must go to the generation
+                # our slot publishes into, or coverage would claim bytes another file holds.
+                while self._wgen != self._pub_gen or self._status is not _ACTIVE:
+                    self._prepare_write()
+                    buf = self._ensure_wmap(end)
             pop = self._wpop
             if not (pop[offset >> _CHUNK_SHIFT] and pop[(end - 1) >> _CHUNK_SHIFT]):
                 _populate(self._wmap, pop, offset, end, self._wsize, _MADV_POPULATE_WRITE)
@@ -975,13 +996,26 @@ class Resource:
                 fn(offset, end)
 
     def _prepare_write(self) -> None:
-        """The slow half of write_at: a lifecycle change since the last write."""
-        self._sync_life()
-        self._raise_if_unlinked()
-        if self._status is not State.ACTIVE:
-            self._raise_for_status()
-            raise ReadOnlyError(f"{self._ns.label!r} is committed: reactivate() it before writing")
-        if self._pub_gen != self._write_gen:
+        """The slow half of write_at: a lifecycle change since the last write. On return
+        the cached lifecycle is active and our slot publishes into its write generation
+        (the one the data mapping is checked against)."""
+        while True:
+            self._sync_life()
+            self._raise_if_unlinked()
+            if self._status is not State.ACTIVE:
+                self._raise_for_status()
+                raise ReadOnlyError(
+                    f"{self._ns.label!r} is committed: reactivate() it before writing")
+            if self._wsize > self._capacity:
+                # A commit trimmed the file under our mapping (mmap) and the resource is
+                # active again in the same generation: map it anew, growing it first.
+                self._close_map(self._wmap, self._wview)
+                self._wmap = self._wview = None
+                self._wsize, self._wgen = 0, -1
+            if self._pub_gen == self._write_gen:
+                return
+            # Moves the slot to the write generation current under the meta lock, which may
+            # be newer than the one just read: read the lifecycle again before writing.
             self._rebase_slot()
 
     def _wake(self, w: memoryview, mask: int, start: int, end: int) -> None:
@@ -1096,16 +1130,34 @@ class Resource:
         for fn in self._on_commit:
             fn(length)
 
-    def _names_are_ours(self) -> bool:
-        """Does the control block's name still lead to this handle's control block (and not
-        to one of a resource created under the same name after an unlink)?"""
+    def _remove_names(self, w: memoryview) -> None:
+        """Remove this incarnation's names, in two phases (meta lock held). Phase 1, while
+        ``UNLINKED`` is 1: everything but the control block. No resource of the same name
+        can exist yet (its creator makes the control block first, exclusively), so all of
+        it is ours; done, ``UNLINKED`` becomes 2. Phase 2: the control block, only while it
+        is still ours. Once it is gone a new resource may take the name, and nothing of
+        ours is removed after that. Whoever finds an unlinker's work half done (it died)
+        finishes it from the phase it reached; unlinkers queue on the meta lock."""
+        ns = self._ns
+        life = L.current_life(w)
+        if not life.unlinked:
+            life = self._publish(w, unlinked=1)
+        if life.unlinked == 1:
+            ns.unlink_contents()
+            self._publish(w, unlinked=2)
+        if self._control_is_ours():
+            ns.unlink_control()
+        elif not ns.exists("c"):
+            ns.tidy()  # an unlinker died between removing the control block and the sidecar
+
+    def _control_is_ours(self) -> bool:
+        """Does the control block's name lead to this handle's control block (and not to a
+        resource created under the same name after an unlink, nor to nothing)?"""
         if isinstance(self._ns, MemNamespace):
             return True
         try:
             fd = self._ns.open("c", create=False)
-        except ResourceNotFound:
-            return True  # gone: what is left of the name is this one's debris
-        except StorageError:
+        except StorageError:  # gone (ResourceNotFound), or not ours to open
             return False
         try:
             a, b = os.fstat(fd), os.fstat(self._ctrl_fd)
@@ -1840,13 +1892,9 @@ class Resource:
             return
         if not self._closed and self._w is not None:
             with self._meta() as w:
-                if L.current_life(w).unlinked and not self._names_are_ours():
-                    # Unlinked long ago: the names belong to a new resource created since.
-                    return
-                if not L.current_life(w).unlinked:
-                    self._publish(w, unlinked=1)
-                # (again, if an unlinker died half-way: the names are still this one's)
-                ns.unlink_all()  # under the meta lock: no waiter creates a semaphore now
+                # Under the meta lock: once flagged, no handle of this incarnation creates
+                # a name again (each checks the flag under this lock first).
+                self._remove_names(w)
             self._sync_life()
             self._wake_all()
         else:
@@ -1974,6 +2022,12 @@ def create(name: str | None = None, *, capacity: int = DEFAULT_CAPACITY,
                 SHM_DIR, ns.base + "_"):
             raise
         return Resource(ns, writable=True, _creating=creating)
+    except ResourceNotFound:
+        if not isinstance(ns, DirNamespace):
+            raise
+        # An unlinker finishing a killed unlink removed the empty sidecar we had made.
+        ns.ensure_sidecar()
+        return Resource(ns, writable=True, _creating=creating)
 
 
 def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",
@@ -1993,15 +2047,47 @@ def open(name: str | None = None, *, mode: str = "r", backend: Backend = "shm",
     if backend == "mem":
         raise ValueError("a mem resource has no name to open; use handle.reader()")
     ns = _namespace(backend, name, path, 0o600)
-    if isinstance(ns, DirNamespace) and not ns.exists("c"):
-        try:
-            st = os.stat(ns.path)
-        except FileNotFoundError:
-            raise ResourceNotFound(f"no resource at {ns.path}") from None
+    if not isinstance(ns, DirNamespace):
+        return Resource(ns, writable=(mode == "r+"))
+    for _attempt in range(100):
+        if ns.exists("c"):
+            return Resource(ns, writable=(mode == "r+"))
+        plain = _open_plain(ns)
+        if plain is None:
+            continue  # a resource is being created (or was just unlinked) at the path
         if mode == "r":
-            return Resource(ns, writable=False, _static_len=st.st_size)
-        return _adopt(ns, st.st_size)
-    return Resource(ns, writable=(mode == "r+"))
+            try:
+                return Resource(ns, writable=False, _static_fd=plain)
+            finally:
+                os.close(plain)
+        try:
+            size = segment_size(plain)
+        finally:
+            os.close(plain)
+        try:
+            return _adopt(ns, size)
+        except ResourceExists:
+            continue  # created (or adopted) by another process meanwhile: open that
+    raise StorageError(f"{ns.path}: resources keep being created and unlinked there")
+
+
+def _open_plain(ns: DirNamespace) -> int | None:
+    """A descriptor of the plain file at ``ns.path`` (no shmstore control state), or None
+    if it is a resource's data file after all. A creator makes the control block before
+    the data file, and an unlink removes them in the other order: a file still linked
+    while no control block exists, before and after we opened it, is no resource's."""
+    try:
+        fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if ns.exists("c"):
+            return None
+        raise ResourceNotFound(f"no resource at {ns.path}") from None
+    except OSError as exc:
+        raise StorageError(f"opening {ns.path}: {exc}") from exc
+    if ns.exists("c") or os.fstat(fd).st_nlink == 0:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _reclaim_mmap_creation(ns: DirNamespace) -> bool:

@@ -78,7 +78,7 @@ R_CAPACITY = 5  # reserved bytes of the WRITE_GEN data
 R_DATA_CAPACITY = 6  # reserved bytes of the DATA_GEN data
 R_FROZEN_LEN = 7  # during a rewrite: readable length of the DATA_GEN generation
 R_USED_MASK = 8  # writer slots holding coverage of WRITE_GEN
-R_UNLINKED = 9  # 1 once unlink() removed the resource's names
+R_UNLINKED = 9  # 1: unlink() is removing the names; 2: all but the control block's are gone
 R_DATA_INO = 10  # mmap backend: inode the data file of DATA_GEN must have
 R_REASON_LEN = 11  # bytes of this record's reason
 R_FIELDS = 12
@@ -275,6 +275,8 @@ def validate_life(life: Life) -> None:
         raise CorruptResource("length field out of range")
     if life.used_mask >= (1 << N_WRITERS):
         raise CorruptResource("writer mask has bits past the table")
+    if life.unlinked > 2:
+        raise CorruptResource(f"unlink phase {life.unlinked} is out of range")
 
 
 def check_block(words: memoryview, size: int) -> None:

@@ -158,6 +158,9 @@ class Namespace(Protocol):
     def exists(self, suffix: str) -> bool: ...
     def unlink(self, suffix: str) -> None: ...
     def waker(self, slot: int, *, create: bool) -> Waker: ...
+    def unlink_contents(self) -> None: ...
+    def unlink_control(self) -> None: ...
+    def tidy(self) -> None: ...
     def unlink_all(self) -> None: ...
     def data_suffix(self, gen: int, *, staged: bool) -> str: ...
     def publish_data(self, gen: int) -> int: ...
@@ -215,16 +218,26 @@ class ShmNamespace:
     def publish_data(self, gen: int) -> int:
         return 0
 
-    def unlink_all(self) -> None:
-        """Remove every segment and semaphore of this resource (the name's prefix). The
-        control block goes last: until it is gone no resource of the same name can be
-        created (it is created exclusively first), so nothing removed here is a newer one's."""
+    def unlink_contents(self) -> None:
+        """Remove every segment and semaphore of this name but the control block. While the
+        control block is there no resource of the same name can be created (it is created
+        exclusively, first), so nothing removed here is a newer resource's."""
         for entry in _listdir(SHM_DIR):
             if entry.startswith(self.base + "_") and entry != self.base + "_c":
                 self.unlink(entry[len(self.base) + 1 :])
             elif entry.startswith("sem." + self.base + "_"):
                 NamedWaker.unlink("/" + entry[4:])
+
+    def unlink_control(self) -> None:
+        """Remove the control block: from now on the name may be created again."""
         self.unlink("c")
+
+    def tidy(self) -> None:
+        pass
+
+    def unlink_all(self) -> None:
+        self.unlink_contents()
+        self.unlink_control()
 
 
 class DirNamespace:
@@ -295,32 +308,40 @@ class DirNamespace:
             raise _map_oserror(exc, self.path) from exc
         return ino
 
-    def unlink_all(self) -> None:
-        """Remove the data file, the sidecar and the semaphores."""
+    def unlink_contents(self) -> None:
+        """Remove the data file, the semaphores and the sidecar's files but the control
+        block (see ``ShmNamespace.unlink_contents``)."""
         try:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            for attempt in range(100):
-                for entry in _listdir(self.sidecar):
-                    if entry != "c":
-                        self.unlink(entry)
-                self.unlink("c")  # last: see ShmNamespace.unlink_all
-                try:
-                    os.rmdir(self.sidecar)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    # A writer that had not yet seen the unlink created a file meanwhile
-                    # (it removes it itself once it sees the flag): list again.
-                    if exc.errno != errno.ENOTEMPTY or attempt == 99:
-                        raise _map_oserror(exc, self.sidecar) from exc
-        finally:
-            for entry in _listdir(SHM_DIR):
-                if entry.startswith("sem." + self.base + "_"):
-                    NamedWaker.unlink("/" + entry[4:])
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        for entry in _listdir(self.sidecar):
+            if entry != "c":
+                self.unlink(entry)
+        for entry in _listdir(SHM_DIR):
+            if entry.startswith("sem." + self.base + "_"):
+                NamedWaker.unlink("/" + entry[4:])
+
+    def unlink_control(self) -> None:
+        """Remove the control block, then the sidecar if it is empty. It may not be: once
+        the control block is gone a new resource may be created under the path, and
+        what it put there is its own."""
+        self.unlink("c")
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Remove the sidecar if it is empty (an unlink killed before its last step)."""
+        try:
+            os.rmdir(self.sidecar)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise _map_oserror(exc, self.sidecar) from exc
+
+    def unlink_all(self) -> None:
+        self.unlink_contents()
+        self.unlink_control()
 
 
 class MemNamespace:
@@ -374,9 +395,20 @@ class MemNamespace:
     def publish_data(self, gen: int) -> int:
         return 0
 
-    def unlink_all(self) -> None:
+    def unlink_contents(self) -> None:
         for suffix in list(self._fds):
-            self.unlink(suffix)
+            if suffix != "c":
+                self.unlink(suffix)
+
+    def unlink_control(self) -> None:
+        self.unlink("c")
+
+    def tidy(self) -> None:
+        pass
+
+    def unlink_all(self) -> None:
+        self.unlink_contents()
+        self.unlink_control()
 
     def __del__(self) -> None:
         for fd in self._fds.values():
