@@ -1,19 +1,27 @@
-"""The ``shmstore`` command (also ``python -m shmstore``): ``ls``, ``inspect``, ``gc`` and
-``demo``. (``cat`` and ``bench`` are still to come: issue #4.)
+"""The ``shmstore`` command (also ``python -m shmstore``): ``ls``, ``inspect``, ``cat``,
+``gc``, ``bench`` and ``demo``; ``shmstore COMMAND --help`` describes each.
 
-Exit status: 0 on success, 1 when shmstore reported an error, 2 for a usage error.
+Exit status: 0 on success, 1 when shmstore reported an error (the message is on stderr),
+2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 
 from . import open as open_resource
+from .core.lifecycle import ResourceStatus, WaitOutcome
 from .errors import StorageError
 from .inventory import collect, list_resources
+from .resource import Resource
+
+MAP_CELLS = 64  # characters of the coverage map
+CAT_CHUNK = 1 << 20
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -51,31 +59,111 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(args: argparse.Namespace) -> int:
+def _open_arg(args: argparse.Namespace) -> Resource:
     if args.path:
-        r = open_resource(path=args.path, backend="mmap")
-    else:
-        r = open_resource(args.name)
-    with r:
+        return open_resource(path=args.path, backend="mmap")
+    return open_resource(args.name)
+
+
+def coverage_map(ranges: list[tuple[int, int]], length: int, cells: int = MAP_CELLS) -> str:
+    """One character per ``length / cells`` bytes: ``#`` all covered, ``+`` part, ``.`` none."""
+    if length <= 0:
+        return ""
+    out = []
+    i = 0
+    for c in range(cells):
+        a, b = c * length // cells, (c + 1) * length // cells
+        if b <= a:
+            continue
+        got = 0
+        while i < len(ranges) and ranges[i][1] <= a:
+            i += 1
+        j = i
+        while j < len(ranges) and ranges[j][0] < b:
+            got += min(b, ranges[j][1]) - max(a, ranges[j][0])
+            j += 1
+        out.append("#" if got == b - a else "+" if got else ".")
+    return "".join(out)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    with _open_arg(args) as r:
+        status = r.status
         ranges = r.ranges()
         covered = sum(e - s for s, e in ranges)
+        length = getattr(status, "length", None) or (ranges[-1][1] if ranges else 0)
+        label = r.name if r.name is not None else r.path
+        counts = next((i for i in list_resources([r.path] if r.path else [])
+                       if i.name in (r.name, r.path)), None)
         info = {
             "name": r.name,
             "path": r.path,
             "backend": r.backend,
-            "status": repr(r.status),
+            "state": type(status).__name__.lstrip("_").lower(),
+            "status": repr(status),
+            "length": length,
             "capacity": r.capacity,
             "covered_bytes": covered,
+            "coverage": covered / length if length else None,
             "ranges": len(ranges),
-            "extent": ranges[-1][1] if ranges else 0,
+            "first_ranges": ranges[:100],
+            "coverage_map": coverage_map(ranges, length),
             "writers_alive": r.writers_alive(),
+            "writers": counts.writers if counts else None,
+            "handles": counts.handles if counts else None,
+            "waiters": counts.waiters if counts else None,
         }
     if args.json:
         print(json.dumps(info))
-    else:
-        for k, v in info.items():
-            print(f"{k:>14}: {v}")
+        return 0
+    print(f"{label} ({info['backend']})")
+    for k in ("status", "length", "capacity", "covered_bytes", "ranges",
+              "writers_alive", "writers", "handles", "waiters"):
+        v = info[k]
+        print(f"  {k.replace('_', ' '):>14}: {v:,}" if isinstance(v, int) and not
+              isinstance(v, bool) else f"  {k.replace('_', ' '):>14}: {v}")
+    if info["coverage"] is not None:
+        print(f"  {'coverage':>14}: {100 * info['coverage']:.1f}%")
+        print(f"  {'map':>14}: [{info['coverage_map']}]")
     return 0
+
+
+def _cat(args: argparse.Namespace) -> int:
+    """Stream the bytes to stdout in order as they land, until the commit (like
+    ``tail -f`` of a file that is still being written)."""
+    out = sys.stdout.buffer
+    with _open_arg(args) as r:
+        pos = args.offset
+        while True:
+            if isinstance(r.status, ResourceStatus.Committed):
+                # every byte below the length reads now (holes of commit(None) as zeros)
+                while data := r.read(pos, CAT_CHUNK):
+                    out.write(data)
+                    pos += len(data)
+                out.flush()
+                return 0
+            gap = r.next_gap(pos, pos + CAT_CHUNK)
+            upto = pos + CAT_CHUNK if gap is None else gap[0]
+            if upto > pos:
+                data = r.read(pos, upto - pos)
+                if data:
+                    out.write(data)
+                    pos += len(data)
+                    continue
+            # nothing available at pos: wait for its first byte, or the end
+            if r.wait_range(pos, pos + 1, timeout=args.timeout) is WaitOutcome.EOF:
+                out.flush()
+                return 0
+            out.flush()
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from .bench import run_cli
+    except ImportError as exc:
+        print(f"shmstore: the benchmarks are not available: {exc}", file=sys.stderr)
+        return 1
+    return int(run_cli(args.rest))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -102,22 +190,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", action="append", default=[],
                    help="also collect mmap sidecars and stale temps in this directory")
     p.set_defaults(fn=_gc)
-    p = sub.add_parser("inspect", help="status, size and coverage of one resource")
+    p = sub.add_parser("inspect", help="status, size, coverage map, writers and waiters"
+                                          " of one resource")
     p.add_argument("name", nargs="?", help="resource name (shm backend)")
     p.add_argument("--path", help="data file of an mmap resource")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(fn=_inspect)
+    p = sub.add_parser("cat", help="stream a resource to stdout as it lands, until commit")
+    p.add_argument("name", nargs="?", help="resource name (shm backend)")
+    p.add_argument("--path", help="data file of an mmap resource")
+    p.add_argument("--offset", type=int, default=0, help="start at this byte (default 0)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="give up after this many seconds without new bytes (default: never)")
+    p.set_defaults(fn=_cat)
+    p = sub.add_parser("bench", help="measure shmstore against the alternatives on this"
+                                     " machine (shmstore bench --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=_bench)
     p = sub.add_parser("demo", help="run the producer/consumers demo")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=_demo)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own parser, --help included
+        return _bench(argparse.Namespace(rest=argv[1:]))
     args = ap.parse_args(argv)
-    if args.cmd == "inspect" and not (args.name or args.path):
-        ap.error("inspect needs a NAME or --path")
+    if args.cmd in ("inspect", "cat") and not (args.name or args.path):
+        ap.error(f"{args.cmd} needs a NAME or --path")
+    if args.cmd == "cat" and args.offset < 0:
+        ap.error("--offset must not be negative")
     try:
         return int(args.fn(args))
-    except StorageError as exc:
-        print(f"shmstore: {exc}", file=sys.stderr)
+    except (StorageError, TimeoutError) as exc:
+        print(f"shmstore: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `shmstore cat x | head`: the reader left
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

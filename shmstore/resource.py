@@ -53,6 +53,16 @@ Generations: ``reactivate`` of a committed resource starts a new generation of t
 committed generation until ``commit`` publishes the new one, so a rewrite never tears a read;
 waits on bytes outside the committed generation block until that commit.
 
+Unlink and names reused: ``unlink`` flags the control block (``UNLINKED`` = 1, under the meta
+lock, after which no handle of this resource creates a name), removes every name but the
+control block, marks ``UNLINKED`` = 2, and removes the control block last, and only while the
+name still leads to it. A resource of the same name is created control block first,
+exclusively, so nothing removed before that last step can be a newer resource's, and nothing
+is removed after it. Whoever finds the work half done (the unlinker died) finishes it from the
+phase recorded. Every object a handle opens by name is checked against the flag after the
+open; a data file also by its inode number, and only while no newer generation was published
+(numbers of removed files are reused).
+
 Fork: a child inherits the parent's descriptors, and with them the parent's writer lock. The
 ``after_in_child`` hook closes every inherited descriptor of every live handle (the parent's
 locks stay the parent's) and the handle re-attaches on its next use.
@@ -67,7 +77,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, Literal
 
 from .core import layout as L
@@ -1663,10 +1673,12 @@ class Resource:
                 return list(self._frozen_view())
             return list(self._cov)
 
-    def iter_ranges(self, timeout: float | None = None) -> Iterator[tuple[int, int]]:
+    def iter_ranges(self, timeout: float | None = None,
+                    cancel: CancelToken | None = None
+                    ) -> Generator[tuple[int, int], None, None]:
         """Yield newly covered ranges as they land, from any process: first what is covered
         already, then each new range. Ends after the commit; raises like ``wait_range`` on
-        failure, writer death or ``timeout`` seconds without news."""
+        failure, writer death, ``cancel`` or ``timeout`` seconds without news."""
         seen = RangeSet()
         pending: list[tuple[int, int]] = []
         self._listeners.append(lambda s, e: pending.append((s, e)))
@@ -1711,9 +1723,46 @@ class Resource:
                             return WaitOutcome.READY
                     return None
 
-                self._park(0, _MAX, news, intr, timeout, None, missing=True)
+                self._park(0, _MAX, news, intr, timeout, cancel, missing=True)
         finally:
             self._listeners.remove(listener)
+
+    # ------------------------------------------------------------------ asyncio
+    async def wait_range_async(self, start: int, end: int,
+                               timeout: float | None = None) -> WaitOutcome:
+        """``wait_range`` for asyncio: the same outcomes and errors, without holding the
+        event loop. Covered bytes return at once; otherwise the wait parks on a thread of
+        its own. Cancelling the task (``task.cancel()``, ``asyncio.wait_for``,
+        ``asyncio.timeout``) ends the wait at once with ``CancelledError``."""
+        try:
+            return self.wait_range(start, end, timeout=0)
+        except TimeoutError:
+            if timeout == 0:
+                raise
+        from .aio import run_blocking
+
+        token = CancelToken()
+        return await run_blocking(
+            lambda: self.wait_range(start, end, timeout=timeout, cancel=token), token)
+
+    async def aiter_ranges(self, timeout: float | None = None
+                           ) -> AsyncIterator[tuple[int, int]]:
+        """``iter_ranges`` for asyncio: ``async for start, end in r.aiter_ranges():`` yields
+        newly covered ranges from any process, and ends after the commit. Leaving the loop
+        or cancelling the task stops the wait at once."""
+        from .aio import run_blocking
+
+        token = CancelToken()
+        ranges = self.iter_ranges(timeout, cancel=token)
+        try:
+            while True:
+                item = await run_blocking(lambda: next(ranges, None), token)
+                if item is None:
+                    return
+                yield item
+        finally:
+            token.cancel()
+            ranges.close()
 
     # ------------------------------------------------------------------ observers
     def on_write(self, fn: Callable[[int, int], None]) -> Callable[[], None]:

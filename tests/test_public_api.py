@@ -22,7 +22,8 @@ def test_all_is_sorted_complete_and_resolves() -> None:
     for name in shmstore.__all__:
         assert getattr(shmstore, name) is not None
     public = {n for n in dir(shmstore) if not n.startswith("_")}
-    modules = {"atomic", "core", "errors", "ipc", "resource", "demo", "inventory", "cli"}
+    modules = {"atomic", "core", "errors", "ipc", "resource", "demo", "inventory", "cli", "aio",
+               "bench"}
     assert public - modules == set(shmstore.__all__)
 
 
