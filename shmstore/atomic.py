@@ -356,7 +356,7 @@ _LIVE: weakref.WeakSet[AtomicChunked] = weakref.WeakSet()
 
 class AtomicChunked:
     """A file written at any offsets into ``<canonical>.tmp`` under an exclusive claim, and
-    published whole at ``canonical`` by ``commit``. Create with :meth:`open`.
+    published whole at ``canonical`` by ``commit``. Create with ``AtomicChunked.open``.
 
     While active, reads see this handle's own written bytes (they stop at the first byte not
     written). After ``commit`` the handle reads the committed file and refuses writes
@@ -547,7 +547,7 @@ class AtomicChunked:
             return got
 
     def read(self, offset: int, n: int) -> bytes:
-        """``n`` bytes from ``offset`` as ``bytes``, or fewer (see :meth:`read_at`)."""
+        """``n`` bytes from ``offset`` as ``bytes``, or fewer (see ``read_at``)."""
         n = operator.index(n)
         if n < 0:
             raise InvalidRange(offset, offset + n)

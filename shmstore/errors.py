@@ -1,6 +1,6 @@
 """The shmstore error tree.
 
-Every error a caller can meet derives from :class:`StorageError`::
+Every error a caller can meet derives from ``StorageError``:
 
     StorageError
     ├── InvalidRange            (also ValueError)   a bad offset, size or range; nothing was touched
@@ -17,7 +17,7 @@ Every error a caller can meet derives from :class:`StorageError`::
     ├── StorageFull             no room in /dev/shm (or on disk) for the requested bytes
     └── ResourceClosed          the handle was closed
 
-Timeouts raise the built-in :class:`TimeoutError`.
+Timeouts raise the built-in ``TimeoutError``.
 
 Errors cross processes (a worker's failure reaches its parent through ``pickle``), so each
 keeps its data in ``args`` in constructor order: default exception pickling re-creates it.
