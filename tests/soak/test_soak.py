@@ -28,7 +28,8 @@ racing unlink: from a handle, only if its control block says it was unlinked);
 recreate, ``ResourceExists`` (another worker recreated it first). Anything else, a
 verification mismatch, or a worker that dies or never reports fails the test.
 
-Environment: ``SHMSTORE_SOAK_SECONDS`` (default 40; ``make test`` runs it), ``SHMSTORE_SOAK_WORKERS`` (6),
+Environment: ``SHMSTORE_SOAK_SECONDS`` (default 40; ``make test`` runs it),
+``SHMSTORE_SOAK_WORKERS`` (6),
 ``SHMSTORE_SOAK_SEED`` (fixed default: a run is repeatable up to scheduling),
 ``SHMSTORE_SOAK_REPORT`` (a path: the figures, error kinds and first tracebacks are also
 written there as JSON). To narrow a failure down: ``SHMSTORE_SOAK_WEIGHTS`` (e.g.

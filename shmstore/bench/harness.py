@@ -1,6 +1,9 @@
 """The machinery every scenario shares.
 
-* ``Config``: quick or full, and the derived repeat counts.
+* ``Config``: quick or full, the derived repeat counts, and the sizes asked for.
+* ``parse_size`` / ``human``: ``64K`` <-> 65536.
+* ``peer`` / ``peers``: which optional peers (faster-fifo, iceoryx2, ray, numpy,
+  matplotlib) are installed; a missing one is skipped with a note, never faked.
 * ``machine()``: what the figures were measured on.
 * ``summarize`` / ``percentile``: medians and tails.
 * ``run_children``: run functions in forked processes, collect their results, and kill and
@@ -9,6 +12,8 @@
   POSIX semaphores and segments, released as soon as a measurement is done and verified gone
   at the end of the run.
 * ``Table``: a printable, JSON-able result table.
+* ``Progress``: a progress bar on stderr (redrawn in place on a terminal, one line per step
+  otherwise); the tables go to stdout.
 
 Clocks: ``time.perf_counter`` is ``CLOCK_MONOTONIC`` on Linux, one clock for every process,
 so a start taken in a producer and an end taken in a consumer can be subtracted.
@@ -17,6 +22,7 @@ so a start taken in a producer and an end taken in a consumer can be subtracted.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import multiprocessing
 import multiprocessing.connection as mpc
@@ -30,8 +36,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import posix_ipc
 
@@ -47,10 +54,85 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # ---------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class Config:
+    """``quick``: fewer repeats and smaller sizes. ``chunks``: the stream scenario's chunk
+    sizes; ``size``: the bytes each streaming run moves (None: each scenario's default)."""
+
     quick: bool = False
+    chunks: tuple[int, ...] | None = None
+    size: int | None = None
 
     def reps(self, full: int, quick: int) -> int:
         return quick if self.quick else full
+
+    def stream_size(self, full: int, quick: int) -> int:
+        """The streaming size: ``--size`` when given, else ``full`` or ``quick``."""
+        if self.size is not None:
+            return self.size
+        return quick if self.quick else full
+
+
+_UNITS = {"": 1, "B": 1, "K": KiB, "KB": KiB, "KIB": KiB, "M": MiB, "MB": MiB, "MIB": MiB,
+          "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``"64K"`` -> 65536, ``"1M"``/``"1MiB"`` -> 1048576, ``"4096"`` -> 4096 (binary units)."""
+    t = text.strip().upper().replace("_", "")
+    num = t.rstrip("KMGIB")
+    unit = t[len(num):]
+    if not num or unit not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (use e.g. 65536, 64K, 4M, 1G)")
+    value = float(num) * _UNITS[unit]
+    if value != int(value) or value <= 0:
+        raise ValueError(f"not a positive whole number of bytes: {text!r}")
+    return int(value)
+
+
+def human(n: int) -> str:
+    """65536 -> ``"64 KiB"``; sizes that are not whole KiB/MiB/GiB stay in bytes."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", KiB)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------- peers
+# import name -> (distribution name for the version, how to install it)
+PEERS: dict[str, tuple[str, str]] = {
+    "faster_fifo": ("faster-fifo", "pip install 'shmstore[bench]'"),
+    "numpy": ("numpy", "pip install 'shmstore[bench]'"),
+    "matplotlib": ("matplotlib", "pip install 'shmstore[bench]'"),
+    "iceoryx2": ("iceoryx2", "pip install iceoryx2"),
+    "ray": ("ray", "pip install ray"),
+}
+
+
+def peer(module: str) -> bool:
+    """Is the optional peer ``module`` importable? (Looked up, not imported.)"""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def brief(exc: BaseException, limit: int = 160) -> str:
+    """One line for a failed optional peer's row: the last line of a child's traceback
+    (``ChildError``) or ``Type: message``."""
+    text = str(exc).strip()
+    if isinstance(exc, ChildError):
+        # the exception's own lines: those after the traceback's last indented frame line
+        lines = text.splitlines()
+        last = max((i for i, ln in enumerate(lines) if ln.startswith("  ")), default=-1)
+        text = " ".join(" ".join(lines[last + 1:]).split()) or type(exc).__name__
+    else:
+        text = f"{type(exc).__name__}: {' '.join(text.split())}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def skipped(module: str) -> str:
+    """The note for a peer that is not installed."""
+    dist, how = PEERS.get(module, (module, f"pip install {module}"))
+    return f"{dist} is not installed: skipped, not measured ({how})"
 
 
 # ---------------------------------------------------------------------------------- machine
@@ -111,7 +193,8 @@ def machine() -> dict[str, Any]:
         "dev_shm_free_gib": round(st.f_bavail * st.f_frsize / (1 << 30), 1),
         "page_size": PAGE,
         "packages": {p: _version(p) for p in
-                     ("shmstore", "posix_ipc", "sortedcontainers", "numpy", "faster-fifo")},
+                     ("shmstore", "posix_ipc", "sortedcontainers", "numpy", "faster-fifo",
+                      "iceoryx2", "ray", "matplotlib")},
         "loadavg_at_start": [round(x, 2) for x in load],
         "transparent_hugepage_shmem": _first_line(
             "/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
@@ -223,7 +306,15 @@ def run_children(specs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
             waitables = [conns[i] for i in pending] + [procs[i].sentinel for i in pending]
             mpc.wait(waitables, timeout=left)
             for i in sorted(pending):
-                if conns[i].poll():
+                ready = conns[i].poll()
+                if not ready and not procs[i].is_alive():
+                    procs[i].join()
+                    # it may have reported and exited between the two checks above
+                    ready = conns[i].poll()
+                    if not ready:
+                        raise ChildError(f"child {i} ({specs[i][0].__name__}) exited with"
+                                         f" code {procs[i].exitcode} before reporting")
+                if ready:
                     try:
                         status, value = conns[i].recv()
                     except EOFError:
@@ -232,10 +323,6 @@ def run_children(specs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
                         raise ChildError(f"child {i} ({specs[i][0].__name__}) failed:\n{value}")
                     results[i] = value
                     pending.discard(i)
-                elif not procs[i].is_alive():
-                    procs[i].join()
-                    raise ChildError(f"child {i} ({specs[i][0].__name__}) exited with code"
-                                     f" {procs[i].exitcode} before reporting")
         for p in procs:
             p.join(timeout=30)
         return results
@@ -262,6 +349,7 @@ class Names:
         self._resources: list[str] = []
         self._sems: list[str] = []
         self._segments: list[str] = []
+        self._shms: dict[str, SharedMemory] = {}
 
     def _next(self) -> str:
         self._n += 1
@@ -286,6 +374,13 @@ class Names:
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, 0o600, size)
         shm.close_fd()
         return name
+
+    def shared_memory(self, size: int) -> SharedMemory:
+        """Create a ``multiprocessing.shared_memory`` segment of ``size`` bytes (its name:
+        ``.name``); ``release(name)`` closes and unlinks it."""
+        name = self._next()
+        self._shms[name] = SharedMemory(name=name, create=True, size=size)
+        return self._shms[name]
 
     @staticmethod
     def _unlink_resource(name: str) -> bool:
@@ -317,6 +412,11 @@ class Names:
             with contextlib.suppress(posix_ipc.ExistentialError):
                 posix_ipc.unlink_shared_memory(name)
             self._segments.remove(name)
+        elif name in self._shms:
+            shm = self._shms.pop(name)
+            shm.close()
+            with contextlib.suppress(FileNotFoundError):
+                shm.unlink()  # also unregisters it from multiprocessing's resource tracker
 
     def release_all(self, names: Iterable[str]) -> None:
         for n in list(names):
@@ -332,11 +432,11 @@ class Names:
             self.release_all(made)
 
     def cleanup(self) -> None:
-        self.release_all(self._resources + self._sems + self._segments)
+        self.release_all(self._resources + self._sems + self._segments + list(self._shms))
 
     def leftovers(self) -> list[str]:
         """Names this run created that still exist (should be empty after ``cleanup``)."""
-        left = []
+        left = list(self._shms)
         for name in self._resources:
             try:
                 shmstore.open(name).close()
@@ -427,3 +527,60 @@ class Table:
 def log(msg: str) -> None:
     sys.stdout.flush()
     print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A progress bar for one scenario on stderr: ``step(what)`` before each unit of work,
+    ``close()`` (or the ``with`` block's end) after the last. On a terminal the bar is
+    redrawn in place; otherwise (a log file, CI) each step is one line."""
+
+    WIDTH = 24
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self._what = ""
+        self._closed = False
+
+    def _bar(self) -> str:
+        n = min(self.done, self.total)
+        fill = n * self.WIDTH // self.total
+        return (f"  {self.label} [{'#' * fill}{'.' * (self.WIDTH - fill)}]"
+                f" {100 * n // self.total:3d}% {n}/{self.total}"
+                f" {time.perf_counter() - self.t0:5.1f} s")
+
+    def step(self, what: str) -> None:
+        """The next unit of work (``what``) starts; the previous one is done."""
+        if self._what:
+            self.done += 1
+        self._what = what
+        sys.stdout.flush()
+        if self.tty:
+            line = f"{self._bar()}  {what}"
+            cols = 200
+            with contextlib.suppress(OSError):
+                cols = os.get_terminal_size(self.stream.fileno()).columns
+            self.stream.write("\r" + line[:max(cols - 1, 20)] + "\x1b[K")
+        else:
+            self.stream.write(f"  .. {self.label} [{self.done + 1}/{self.total}] {what}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._what:
+            self.done += 1
+        if self.tty:
+            self.stream.write("\r" + self._bar() + "\x1b[K\n")
+            self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

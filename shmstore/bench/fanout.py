@@ -1,8 +1,9 @@
 """Scenario ``fanout``: one writer, N reader processes streaming the same resource.
 
-The writer writes 128 MiB in 1 MiB chunks; each of N in (1, 2, 4, 8) readers waits every
-chunk (``wait_range``) and copies it out (``read_at``). Processes are not pinned: with more
-processes than CPUs the scheduler has to share them, as in production.
+The writer writes 128 MiB (64 MiB with ``--quick``; ``--size``) in 1 MiB chunks; each of N
+in (1, 2, 4, 8) readers waits every chunk (``wait_range``) and copies it out (``read_at``).
+Processes are not pinned: with more processes than CPUs the scheduler has to share them, as
+in production.
 
 Reported per N (median over repeats):
 
@@ -29,8 +30,9 @@ from .harness import (
     Config,
     MiB,
     Names,
+    Progress,
     Table,
-    log,
+    human,
     run_children,
     summarize,
     usage,
@@ -39,6 +41,7 @@ from .harness import (
 from .stream import CHUNK, TIMEOUT, make_chunk
 
 SIZE = 128 * MiB
+QUICK_SIZE = 64 * MiB
 READERS = (1, 2, 4, 8)
 
 
@@ -114,15 +117,17 @@ KEYS = ("aggregate_gbps", "reader_gbps", "cpu_s", "writer_cpu_s", "reader_cpu_us
 
 
 def run(cfg: Config, names: Names) -> list[Table]:
-    size, data = SIZE, make_chunk()
+    size, data = cfg.stream_size(SIZE, QUICK_SIZE), make_chunk()
     warm, reps = 1, cfg.reps(7, 2)
     samples: dict[int, list[dict[str, float]]] = {n: [] for n in READERS}
-    for rep in range(warm + reps):
-        log(f"fanout: round {rep + 1}/{warm + reps}" + (" (warm-up)" if rep < warm else ""))
-        for n in READERS:
-            got = one(names, n, size, data)
-            if rep >= warm:
-                samples[n].append(got)
+    with Progress("fanout", (warm + reps) * len(READERS)) as bar:
+        for rep in range(warm + reps):
+            for n in READERS:
+                bar.step(f"round {rep + 1}/{warm + reps}"
+                         + (" (warm-up)" if rep < warm else "") + f", {n} reader(s)")
+                got = one(names, n, size, data)
+                if rep >= warm:
+                    samples[n].append(got)
     rows = []
     base_cpu = None
     for n in READERS:
@@ -144,9 +149,10 @@ def run(cfg: Config, names: Names) -> list[Table]:
          ("wakes_per_chunk", "wakes/chunk"), ("preempt_per_chunk", "preempt/chunk"),
          ("children_cpu_s", "CPU s incl. start")],
         rows,
-        {"size": f"{size // MiB} MiB", "chunk": f"{CHUNK // MiB} MiB", "warmup": warm,
+        {"size": human(size), "chunk": human(CHUNK), "warmup": warm,
          "repeats": reps, "cpus": len(os.sched_getaffinity(0))},
-        ["CPU s: writer + readers inside the timed region (getrusage); reader CPU us/MiB:"
+        ["x N=1: ratio to the 1-reader run of this table (same run);"
+         " CPU s: writer + readers inside the timed region (getrusage); reader CPU us/MiB:"
          " the median reader's CPU per MiB it read (a herd would make it grow with N)",
          "wakes/chunk: a reader's voluntary context switches per chunk (<= 1 when each"
          " write wakes only the readers waiting for it)"],

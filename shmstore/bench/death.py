@@ -17,7 +17,7 @@ from typing import Any
 
 import shmstore
 
-from .harness import Config, Names, Table, log, summarize
+from .harness import Config, Names, Progress, Table, summarize
 
 
 def _writer(name: str, ready: Any) -> None:
@@ -54,6 +54,7 @@ def _one(name: str) -> float:
         while not r.contains_range(0, 1) and time.monotonic() < deadline:
             time.sleep(0.001)
         time.sleep(0.05)
+        assert p.pid is not None
         t0 = time.monotonic()
         os.kill(p.pid, signal.SIGKILL)
         p.join(10)
@@ -70,14 +71,15 @@ def _one(name: str) -> float:
 
 def run(cfg: Config, names: Names) -> list[Table]:
     trials = cfg.reps(20, 5)
-    log(f"death: {trials} trials")
     lat = []
-    for _ in range(trials):
-        with names.scope() as made:
-            name = names.resource()
-            made.append(name)
-            shmstore.create(name).close()
-            lat.append(_one(name))
+    with Progress("death", trials) as bar:
+        for i in range(trials):
+            bar.step(f"trial {i + 1}/{trials}")
+            with names.scope() as made:
+                name = names.resource()
+                made.append(name)
+                shmstore.create(name).close()
+                lat.append(_one(name))
     s = summarize([x * 1e3 for x in lat])
     return [Table(
         "death",

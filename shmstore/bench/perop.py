@@ -31,7 +31,7 @@ from typing import Any
 
 import shmstore
 
-from .harness import Config, KiB, Names, Table, cpus, log, pin, run_children, summarize
+from .harness import Config, KiB, Names, Progress, Table, cpus, pin, run_children, summarize
 
 BATCH = 100
 OP = 4 * KiB
@@ -173,8 +173,8 @@ def rows_from(res: dict[str, Any]) -> list[dict[str, Any]]:
 def run(cfg: Config, names: Names) -> list[Table]:
     n_batches, warm = cfg.reps(300, 100), 10
     cpu = cpus()[-1]
-    log("perop: measuring")
-    with names.scope() as made:
+    with Progress("perop", 1) as bar, names.scope() as made:
+        bar.step("measuring")
         name = names.resource()
         made.append(name)
         (res,) = run_children([(measure, (name, n_batches, warm, cpu))], timeout=120)

@@ -25,7 +25,7 @@ from typing import Any
 
 import shmstore
 
-from .harness import Config, KiB, Names, Table, cpus, log, pin, run_children, summarize
+from .harness import Config, KiB, Names, Progress, Table, cpus, pin, run_children, summarize
 from .perop import BATCH, timed_batches
 
 BLOCK = 16
@@ -106,13 +106,15 @@ def run(cfg: Config, names: Names) -> list[Table]:
     n_batches, warm = cfg.reps(200, 60), 10
     cpu = cpus()[-1]
     results = []
-    for k in ks:
-        log(f"frag: {k:,} ranges")
-        with names.scope() as made:
-            name = names.resource()
-            made.append(name)
-            (res,) = run_children([(measure, (name, k, n_batches, warm, cpu))], timeout=300)
-        results.append(res)
+    with Progress("frag", len(ks)) as bar:
+        for k in ks:
+            bar.step(f"{k:,} ranges")
+            with names.scope() as made:
+                name = names.resource()
+                made.append(name)
+                (res,) = run_children([(measure, (name, k, n_batches, warm, cpu))],
+                                      timeout=300)
+            results.append(res)
     first = results[0]
     rows = []
     for res in results:

@@ -1,7 +1,7 @@
 """Scenario ``numpy``: a consumer doing real work on each chunk, through ``view``.
 
-The consumer runs a numpy kernel over every 1 MiB chunk of a 256 MiB resource (128 MiB with
-``--quick``):
+The consumer runs a numpy kernel over every 1 MiB chunk of a 256 MiB resource (64 MiB with
+``--quick``; ``--size``):
 
 * ``uint8 histogram``: ``np.bincount(np.frombuffer(chunk, np.uint8), minlength=256)``, about
   0.8 GB/s: real work slower than the producer, so the pipeline's own overhead shows;
@@ -36,8 +36,19 @@ import numpy as np
 
 import shmstore
 
-from .harness import CTX, GB, Config, MiB, Names, Table, log, pin, run_children, summarize
-from .stream import CHUNK, SIZE, TIMEOUT, placement, shm_producer
+from .harness import (
+    CTX,
+    GB,
+    Config,
+    Names,
+    Progress,
+    Table,
+    human,
+    pin,
+    run_children,
+    summarize,
+)
+from .stream import CHUNK, QUICK_SIZE, SIZE, TIMEOUT, placement, shm_producer
 
 Kernel = Callable[[memoryview], float]
 
@@ -140,22 +151,28 @@ def run_view(names: Names, size: int, data: bytes, kernel: str) -> tuple[float, 
 
 
 def run(cfg: Config, names: Names) -> list[Table]:
-    size, data = (SIZE // 2 if cfg.quick else SIZE), make_chunk()
+    size = cfg.stream_size(SIZE, QUICK_SIZE)
+    size -= size % CHUNK
+    if size == 0:
+        raise ValueError(f"the numpy scenario needs --size >= {human(CHUNK)}")
+    data = make_chunk()
     warm, reps = 1, cfg.reps(7, 2)
     _, cc = placement()
     times: dict[tuple[str, str], list[float]] = {}
-    for rep in range(warm + reps):
-        log(f"numpy: round {rep + 1}/{warm + reps}" + (" (warm-up)" if rep < warm else ""))
-        for kernel in KERNELS:
-            (t_ba,) = run_children([(inproc_consumer, (size, data, kernel, cc, "bytearray"))],
-                                   timeout=TIMEOUT)
-            (t_np,) = run_children([(inproc_consumer, (size, data, kernel, cc, "numpy"))],
-                                   timeout=TIMEOUT)
-            t_stream, t_second, t_prod = run_view(names, size, data, kernel)
-            if rep >= warm:
-                for label, t in ((BYTES, t_ba), (ARRAY, t_np), (STREAM, t_stream),
-                                 (SECOND, t_second), (PRODUCER, t_prod)):
-                    times.setdefault((kernel, label), []).append(float(t))
+    with Progress("numpy", (warm + reps) * len(KERNELS)) as bar:
+        for rep in range(warm + reps):
+            for kernel in KERNELS:
+                bar.step(f"round {rep + 1}/{warm + reps}"
+                         + (" (warm-up)" if rep < warm else "") + f", {kernel}")
+                (t_ba,) = run_children(
+                    [(inproc_consumer, (size, data, kernel, cc, "bytearray"))], timeout=TIMEOUT)
+                (t_np,) = run_children(
+                    [(inproc_consumer, (size, data, kernel, cc, "numpy"))], timeout=TIMEOUT)
+                t_stream, t_second, t_prod = run_view(names, size, data, kernel)
+                if rep >= warm:
+                    for label, t in ((BYTES, t_ba), (ARRAY, t_np), (STREAM, t_stream),
+                                     (SECOND, t_second), (PRODUCER, t_prod)):
+                        times.setdefault((kernel, label), []).append(float(t))
     rows = []
     for kernel in KERNELS:
         base = summarize(times[(kernel, BYTES)])["median"]
@@ -186,7 +203,7 @@ def run(cfg: Config, names: Names) -> list[Table]:
          ("gbps_max", "max"), ("us_per_chunk", "us/chunk"), ("vs_inproc", "x bytearray"),
          ("vs_numpy", "x numpy array"), ("prod_gbps", "producer GB/s")],
         rows,
-        {"size": f"{size // MiB} MiB", "chunk": f"{CHUNK // MiB} MiB", "warmup": warm,
+        {"size": human(size), "chunk": human(CHUNK), "warmup": warm,
          "repeats": reps, "consumer_cpu": cc},
         ["target (SPEC.md): shmstore view, streaming >= 0.8x in-process memory",
          "producer GB/s: the streaming producer's own rate (its first to its last write)",
