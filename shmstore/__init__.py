@@ -27,11 +27,17 @@ from .errors import (
     ResourceExists,
     ResourceFailed,
     ResourceNotFound,
+    ShortRead,
+    SourceChanged,
+    SourceDenied,
+    SourceError,
+    SourceNotFound,
     StorageError,
     StorageFull,
     TmpClaimed,
     WriterDied,
 )
+from .fetch import fetch
 from .resource import CancelToken, Resource, create, open
 
 __all__ = [
@@ -49,12 +55,18 @@ __all__ = [
     "ResourceFailed",
     "ResourceNotFound",
     "ResourceStatus",
+    "ShortRead",
+    "SourceChanged",
+    "SourceDenied",
+    "SourceError",
+    "SourceNotFound",
     "StorageError",
     "StorageFull",
     "TmpClaimed",
     "WaitOutcome",
     "WriterDied",
     "create",
+    "fetch",
     "open",
 ]
 

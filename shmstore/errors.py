@@ -15,7 +15,12 @@ Every error a caller can meet derives from ``StorageError``:
     ├── ResourceExists          (also FileExistsError)     a resource of that name already exists
     ├── CorruptResource         a control block, journal or file that is not a valid shmstore object
     ├── StorageFull             no room in /dev/shm (or on disk) for the requested bytes
-    └── ResourceClosed          the handle was closed
+    ├── ResourceClosed          the handle was closed
+    └── SourceError             a source (file, HTTP, S3, fsspec) could not deliver its bytes
+        ├── ShortRead           fewer bytes than asked for arrived (after retries)
+        ├── SourceChanged       the object changed since it was opened (never a mix of two)
+        ├── SourceNotFound      (also FileNotFoundError)   no such object
+        └── SourceDenied        (also PermissionError)     access to the object was refused
 
 Timeouts raise the built-in ``TimeoutError``.
 
@@ -37,6 +42,11 @@ __all__ = [
     "ResourceExists",
     "ResourceFailed",
     "ResourceNotFound",
+    "ShortRead",
+    "SourceChanged",
+    "SourceDenied",
+    "SourceError",
+    "SourceNotFound",
     "StorageError",
     "StorageFull",
     "TmpClaimed",
@@ -143,3 +153,31 @@ class StorageFull(StorageError):
 
 class ResourceClosed(StorageError):
     """The handle was closed; open the resource again to keep using it."""
+
+
+class SourceError(StorageError):
+    """A source could not deliver its bytes: ``.url`` names it; the message says why."""
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(url, why)
+        self.url = url
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.why}"
+
+
+class ShortRead(SourceError):
+    """A read returned fewer bytes than asked for, after every retry."""
+
+
+class SourceChanged(SourceError):
+    """The object changed (ETag, Last-Modified or length) since the source was opened."""
+
+
+class SourceNotFound(SourceError, FileNotFoundError):
+    """No such object (HTTP 404/410, S3 NoSuchKey or NoSuchBucket, a missing file)."""
+
+
+class SourceDenied(SourceError, PermissionError):
+    """Access refused (HTTP 401/403, S3 AccessDenied or bad credentials)."""

@@ -1764,6 +1764,35 @@ class Resource:
             token.cancel()
             ranges.close()
 
+    # ------------------------------------------------------------------ for shmstore.fetch
+    def _try_role(self, byte: int) -> bool:
+        """Take a role lock byte of the control file (held until ``_drop_role``, ``close``
+        or this process's death); False when another handle holds it."""
+        with self._tlock:
+            self._live_words()
+            return locks.try_lock(self._ctrl_fd, byte)
+
+    def _drop_role(self, byte: int) -> None:
+        with self._tlock:
+            if self._ctrl_fd >= 0:
+                locks.unlock(self._ctrl_fd, byte)
+
+    def _waiting_ranges(self) -> list[tuple[int, int]]:
+        """The ranges parked waiters of every process wait for now (a snapshot, racy by
+        nature: a waiter may leave or arrive right after)."""
+        w = self._live_words()
+        out = []
+        mask = w[L.W_WAITERS_MASK]
+        while mask:
+            low = mask & -mask
+            i = low.bit_length() - 1
+            mask ^= low
+            base = L.waiter_word(i, 0)
+            start, end = w[base + L.T_START], w[base + L.T_END]
+            if start < end:
+                out.append((start, end))
+        return out
+
     # ------------------------------------------------------------------ observers
     def on_write(self, fn: Callable[[int, int], None]) -> Callable[[], None]:
         """Call ``fn(start, end)`` after each ``write_at`` through this handle; returns a

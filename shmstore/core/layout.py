@@ -179,6 +179,7 @@ CTRL_SIZE = (CTRL_SIZE_RAW + 4095) // 4096 * 4096
 
 # --- lock offsets (open-file-description byte-range locks on the control file) -----------
 LOCK_META = 0  # exclusive, held for microseconds around lifecycle and table updates
+LOCK_FETCHER = 8  # held by the process whose shmstore.fetch fills the resource
 LOCK_WRITER_BASE = 16  # + slot: held exclusively by a writer for its whole life
 LOCK_WAITER_BASE = 128  # + slot: held by a parked waiter
 LOCK_HANDLE_BASE = 4096  # + k: one byte held exclusively by each open handle, k < N_HANDLES
