@@ -39,6 +39,7 @@ from .errors import (
 )
 from .fetch import fetch
 from .resource import CancelToken, Resource, create, open
+from .urlfile import open_url
 
 __all__ = [
     "Atomic",
@@ -68,6 +69,7 @@ __all__ = [
     "create",
     "fetch",
     "open",
+    "open_url",
 ]
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """The ``shmstore`` command (also ``python -m shmstore``): ``ls``, ``inspect``, ``cat``,
-``gc``, ``bench`` and ``demo``; ``shmstore COMMAND --help`` describes each.
+``fetch``, ``gc``, ``bench`` and ``demo``; ``shmstore COMMAND --help`` describes each.
 
 Exit status: 0 on success, 1 when shmstore reported an error (the message is on stderr),
 2 for a usage error, 130 when interrupted.
@@ -13,13 +13,17 @@ import dataclasses
 import json
 import os
 import sys
+import time
+from typing import Any
 
 from . import open as open_resource
 from .core.lifecycle import ResourceStatus, WaitOutcome
 from .errors import StorageError
+from .fetch import fetch
 from .inventory import collect, list_resources
 from .resource import Resource
 
+MiB = 1 << 20
 MAP_CELLS = 64  # characters of the coverage map
 CAT_CHUNK = 1 << 20
 
@@ -132,7 +136,8 @@ def _cat(args: argparse.Namespace) -> int:
     """Stream the bytes to stdout in order as they land, until the commit (like
     ``tail -f`` of a file that is still being written)."""
     out = sys.stdout.buffer
-    with _open_arg(args) as r:
+    r = _cat_url(args) if args.name and "://" in args.name else _open_arg(args)
+    with r:
         pos = args.offset
         while True:
             if isinstance(r.status, ResourceStatus.Committed):
@@ -155,6 +160,80 @@ def _cat(args: argparse.Namespace) -> int:
                 out.flush()
                 return 0
             out.flush()
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = units.get(t[-1:], 1)
+    try:
+        n = int(float(t[:-1] if t[-1:] in units else t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("a size must be positive")
+    return n
+
+
+class _Progress:
+    """One line on stderr, redrawn in place on a terminal (a line per 10% otherwise)."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.quiet = label, quiet
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self.shown = -1
+
+    def __call__(self, done: int, size: int) -> None:
+        if self.quiet:
+            return
+        frac = done / size if size else 1.0
+        step = int(frac * 100) if self.tty else int(frac * 10)
+        if step == self.shown:
+            return
+        self.shown = step
+        rate = done / max(time.monotonic() - self.t0, 1e-9) / 1e6
+        bar = "#" * int(frac * 30)
+        line = (f"{self.label} [{bar:<30}] {100 * frac:5.1f}% {done / MiB:,.1f}/"
+                f"{size / MiB:,.1f} MiB {rate:,.0f} MB/s")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.tty and not self.quiet and self.shown >= 0:
+            print(file=sys.stderr)
+
+
+def _fetch_opts(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {"chunk": args.chunk, "workers": args.workers}
+    if args.endpoint_url:
+        opts["endpoint_url"] = args.endpoint_url
+    return opts
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    where: dict[str, Any] = {"name": args.name} if args.name else {}
+    if args.path:
+        where = {"path": args.path}
+    bar = _Progress("fetch", args.quiet)
+    t0 = time.monotonic()
+    try:
+        r = fetch(args.url, progress=bar, **where, **_fetch_opts(args))
+    finally:
+        bar.end()
+    with r:
+        length = getattr(r.status, "length", 0)
+        label = r.path if r.path else r.name
+    if not args.quiet:
+        dt = time.monotonic() - t0
+        print(f"{label}: {length:,} bytes committed in {dt:.2f} s", file=sys.stderr)
+    print(label)
+    return 0
+
+
+def _cat_url(args: argparse.Namespace) -> Resource:
+    opts = _fetch_opts(args)
+    return fetch(args.name, wait=False, **opts)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -196,13 +275,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--path", help="data file of an mmap resource")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(fn=_inspect)
-    p = sub.add_parser("cat", help="stream a resource to stdout as it lands, until commit")
-    p.add_argument("name", nargs="?", help="resource name (shm backend)")
+    p = sub.add_parser("cat", help="stream a resource (or a URL, through the shared"
+                                   " cache) to stdout as it lands, until commit")
+    p.add_argument("name", nargs="?", help="resource name (shm backend), or a URL"
+                                           " (http(s)://, s3://, any fsspec URL)")
+    p.add_argument("--chunk", type=_size, default="4M", help="URL: piece size (default 4M)")
+    p.add_argument("--workers", type=int, default=4, help="URL: parallel reads (default 4)")
+    p.add_argument("--endpoint-url", help="URL: an S3-compatible endpoint")
     p.add_argument("--path", help="data file of an mmap resource")
     p.add_argument("--offset", type=int, default=0, help="start at this byte (default 0)")
     p.add_argument("--timeout", type=float, default=None,
                    help="give up after this many seconds without new bytes (default: never)")
     p.set_defaults(fn=_cat)
+    p = sub.add_parser("fetch", help="download a URL once into a shared resource (joins a"
+                                     " download already running; resumes a broken one)")
+    p.add_argument("url", help="http(s)://, s3://, a local path or any fsspec URL")
+    p.add_argument("--name", help="resource name (default: derived from the URL and version)")
+    p.add_argument("--path", help="file-backed resource at this path (resumes after restarts)")
+    p.add_argument("--chunk", type=_size, default="4M", help="piece size (default 4M)")
+    p.add_argument("--workers", type=int, default=4, help="parallel reads (default 4)")
+    p.add_argument("--endpoint-url", help="an S3-compatible endpoint (path-style)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_fetch)
     p = sub.add_parser("bench", help="measure shmstore against the alternatives on this"
                                      " machine (shmstore bench --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -214,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # its own parser, --help included
         return _bench(argparse.Namespace(rest=argv[1:]))
     args = ap.parse_args(argv)
+    if args.cmd in ("fetch", "cat") and args.workers <= 0:
+        ap.error("--workers must be positive")
     if args.cmd in ("inspect", "cat") and not (args.name or args.path):
         ap.error(f"{args.cmd} needs a NAME or --path")
     if args.cmd == "cat" and args.offset < 0:

@@ -294,6 +294,7 @@ class HttpSource:
             if resp.status == 200:  # Range ignored: the length is the whole body's
                 self._pin(resp)
                 self.ranges = False
+                resp.close()  # do not read the body
                 length = resp.headers.get("Content-Length")
                 if length is not None and length.isdigit():
                     return int(length)
@@ -318,10 +319,11 @@ class HttpSource:
         try:
             if resp.status == 200:
                 self.ranges = False
-            elif resp.status != 206:
+                resp.close()  # the whole body is coming: drop the connection, not read it
+                return
+            if resp.status != 206:
                 self._status_error(resp)
-            else:
-                self._check_version(resp)
+            self._check_version(resp)
         finally:
             resp.drain_conn()
             resp.release_conn()

@@ -104,6 +104,7 @@ PEERS: dict[str, tuple[str, str]] = {
     "matplotlib": ("matplotlib", "pip install 'shmstore[bench]'"),
     "iceoryx2": ("iceoryx2", "pip install iceoryx2"),
     "ray": ("ray", "pip install ray"),
+    "aiohttp": ("fsspec HTTP (aiohttp)", "pip install 'shmstore[bench]'"),
 }
 
 

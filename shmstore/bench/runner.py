@@ -53,11 +53,13 @@ SCENARIOS: dict[str, str] = {
     "pool": "shmstore.bench.pool",
     "firstbyte": "shmstore.bench.firstbyte",
     "death": "shmstore.bench.death",
+    "remote": "shmstore.bench.remote",
 }
 NEEDS: dict[str, str] = {"numpy": "numpy"}  # scenario -> optional package it cannot run without
 # optional peers each scenario compares with (missing ones are skipped inside the scenario)
 OPTIONAL: dict[str, tuple[str, ...]] = {"stream": ("faster_fifo", "iceoryx2"),
-                                        "latency": ("iceoryx2",), "firstbyte": ("ray",)}
+                                        "latency": ("iceoryx2",), "firstbyte": ("ray",),
+                                        "remote": ("aiohttp",)}
 MIN_CHUNK, MAX_CHUNK, MIN_SIZE = 4 << 10, 256 * MiB, 4 * MiB
 PLOTTED = ("stream", "latency", "fanout", "pool", "firstbyte")  # the scenarios --plot draws
 

@@ -28,6 +28,11 @@ from shmstore.errors import (
     ResourceExists,
     ResourceFailed,
     ResourceNotFound,
+    ShortRead,
+    SourceChanged,
+    SourceDenied,
+    SourceError,
+    SourceNotFound,
     StorageError,
     StorageFull,
     TmpClaimed,
@@ -214,6 +219,11 @@ ERROR_SAMPLES: list[tuple[StorageError, dict[str, object]]] = [
     (CorruptResource("bad magic"), {}),
     (StorageFull("no space"), {}),
     (ResourceClosed("closed"), {}),
+    (SourceError("http://h/o", "HTTP 500"), {"url": "http://h/o", "why": "HTTP 500"}),
+    (ShortRead("http://h/o", "10 of 20"), {"url": "http://h/o", "why": "10 of 20"}),
+    (SourceChanged("s3://b/k", "ETag"), {"url": "s3://b/k", "why": "ETag"}),
+    (SourceNotFound("s3://b/k", "NoSuchKey"), {"url": "s3://b/k", "why": "NoSuchKey"}),
+    (SourceDenied("s3://b/k", "AccessDenied"), {"url": "s3://b/k", "why": "AccessDenied"}),
 ]
 
 
