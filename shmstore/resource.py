@@ -835,7 +835,12 @@ class Resource:
                         f"data of {self._ns.label!r} is {size} bytes, its control block"
                         f" promises {need}"
                     )
-                m = map_segment(fd, size, writable=False) if size else None
+                try:
+                    m = map_segment(fd, size, writable=False) if size else None
+                except StorageError:
+                    if segment_size(fd) < size:
+                        continue  # a commit trimmed the file meanwhile: read the lifecycle again
+                    raise
             finally:
                 os.close(fd)
             self._close_map(self._rmap, self._rview)
@@ -1252,7 +1257,13 @@ class Resource:
             transition(state, Event.FAIL, life.reason)
             if is_noop(state, Event.FAIL):
                 return
-            self._publish(w, status=State.FAILED, reason=str(reason))
+            # reactivate() tells a resource that was never committed (reactivated in place)
+            # by FINAL_LEN 0 not given; an empty commit(None) must not pass for one: its
+            # generation is committed (mmap: capacity 0, file trimmed) and a pool writer's
+            # write racing that commit left coverage past 0 in its slots. Invisible while
+            # failed, and the same length either way.
+            given = 1 if state is State.COMMITTED and life.final_len == 0 else life.final_given
+            self._publish(w, status=State.FAILED, reason=str(reason), final_given=given)
         self._sync_life()
         self._wake_all()
 
@@ -1276,8 +1287,9 @@ class Resource:
         After a commit this starts a rewrite: a new generation that begins as a copy of the
         committed bytes (O(length)). Readers keep seeing the committed bytes, and waits on
         bytes past them block, until the next ``commit`` publishes the new generation at
-        once; a rewrite never tears a read. After a failure the resource simply becomes
-        active again with the coverage it had (a refetch). Wakes every waiter.
+        once; a rewrite never tears a read. So does a committed resource that failed since.
+        After a failure while active the resource simply becomes active again with the
+        coverage it had (a refetch). Wakes every waiter.
         """
         with self._meta() as w:
             self._require_writer("reactivate")
@@ -1287,6 +1299,7 @@ class Resource:
             transition(state, Event.REACTIVATE, life.reason)
             if state is State.ACTIVE:
                 return
+            # failed while active (fail() marks an empty commit's length as given)
             if state is State.FAILED and life.final_len == 0 and not life.final_given:
                 self._publish(w, status=State.ACTIVE, reason="")
             else:

@@ -165,3 +165,72 @@ def test_a_plain_file_is_never_a_resource_being_created(H: Harness) -> None:
     r = H.open(spec)
     assert r.status == shmstore.ResourceStatus.Active()
     assert plain.read(0, 100) == DATA[:100]  # the plain handle keeps the file it mapped
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_reactivating_an_empty_commit_that_failed_starts_a_new_generation(
+        H: Harness, kind: str) -> None:
+    """A resource committed empty (``commit()`` of nothing written) and then failed is a
+    committed one: reactivate must start a rewrite, not reactivate the committed generation
+    in place as if it had never been committed. (Found by the soak: a pool writer's write
+    that raced the empty commit published coverage past its length 0 into the committed
+    generation; fail + reactivate made that generation active again, so readers took the
+    raced coverage for readable bytes while the commit had set the data's capacity to 0
+    (mmap: CorruptResource "data ... is N bytes, its control block promises M", and a
+    trimmed file reads zeros).)"""
+    spec = H.spec(kind)
+    w = H.create(spec)  # nothing written yet
+    c = H.open(spec, "r+")  # another writer of the pool, which commits
+    orig = w._ensure_wmap
+
+    def map_then_commit(end: int) -> Any:  # w's write has mapped its data: c commits
+        w._ensure_wmap = orig  # type: ignore[method-assign]
+        buf = orig(end)
+        c.commit()  # extent 0: w has not published yet
+        return buf
+
+    w._ensure_wmap = map_then_commit  # type: ignore[method-assign]
+    w.write_at(0, DATA[:5000])  # its coverage lands in the committed generation, past 0
+    assert c.status.length == 0
+    c.fail("refetch")
+    c.reactivate()
+    r = H.open(spec)
+    # Readers keep seeing the committed generation: empty.
+    assert r.ranges() == []
+    assert r.read(0, 5000) == b""
+    c.write_at(0, DATA[:100])
+    c.commit()
+    r2 = H.open(spec)
+    for h in (r, r2):
+        assert h.status.length == 100
+        assert h.read(0, 5000) == DATA[:100]
+    r2._check()
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_mapping_while_a_commit_trims_the_file_retries(
+        H: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader measures the mmap data file, then maps it; a commit (no other writer: it
+    trims the file to the committed length) lands in between. The mapping of the old size
+    fails ("mmap length is greater than file size"): the reader must read the lifecycle
+    again and map the committed file, not fail. (Found by the soak in `make test`.)"""
+    spec = H.spec("mmap")
+    w = H.create(spec, capacity=1 << 16)
+    w.write_at(0, DATA[:100])
+    real = R.map_segment
+    calls = {"data": 0}
+
+    def commit_then_map(fd: int, size: int, *, writable: bool) -> Any:
+        if size == 1 << 16 and not writable:  # the reader maps the data at its capacity
+            calls["data"] += 1
+            if calls["data"] == 1:
+                w.commit()  # trims the file to 100 bytes under the reader's measurement
+        return real(fd, size, writable=writable)
+
+    monkeypatch.setattr(R, "map_segment", commit_then_map)
+    r = H.open(spec)
+    monkeypatch.setattr(R, "map_segment", real)
+    assert calls["data"] == 1
+    assert r.status.length == 100
+    assert r.read(0, 1000) == DATA[:100]

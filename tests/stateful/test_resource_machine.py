@@ -220,11 +220,10 @@ class ResourceMachine(RuleBasedStateMachine):
         if m.state == "committed":
             m.start_rewrite()
         elif m.state == "failed":
-            if m.failed_from == "committed" and (m.final or m.given):
+            if m.failed_from == "committed":  # even committed empty: a rewrite
                 m.start_rewrite()
             else:
-                # failed while active (or committed empty with final_len=None: nothing was
-                # committed, so there is nothing to keep): active again, coverage kept
+                # failed while active: active again, coverage kept
                 m.state = "active"
                 m.reason = ""
                 m.final = 0
