@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m shmstore.bench
 
 # The documentation site (mkdocs + mkdocstrings) into site/; any warning fails the build.
 $(DOCS_STAMP): pyproject.toml $(STAMP)

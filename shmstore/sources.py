@@ -75,7 +75,7 @@ class Source(Protocol):
     size: int
     identity: str
 
-    def read_exact(self, offset: int, size: int) -> bytes | memoryview: ...
+    def read_exact(self, offset: int, size: int) -> bytes | bytearray | memoryview: ...
 
     def close(self) -> None: ...
 
@@ -343,12 +343,12 @@ class HttpSource:
             return {"If-Unmodified-Since": self.last_modified}
         return {}
 
-    def read_exact(self, offset: int, size: int) -> bytes:
+    def read_exact(self, offset: int, size: int) -> bytes | bytearray:
         if _check(self, offset, size):
             return b""
         return _with_retries(self.url, self._retries, lambda: self._read_once(offset, size))
 
-    def _read_once(self, offset: int, size: int) -> bytes:
+    def _read_once(self, offset: int, size: int) -> bytearray:
         end = offset + size - 1
         resp = self._request("GET", {"Range": f"bytes={offset}-{end}", **self._conditional()})
         try:
@@ -374,28 +374,34 @@ class HttpSource:
             resp.drain_conn()
             resp.release_conn()
 
-    def _body(self, resp: Any, size: int, skip: int) -> bytes:
+    def _body(self, resp: Any, size: int, skip: int) -> bytearray:
+        """``size`` bytes of the body after skipping ``skip``, read straight into one buffer
+        (no intermediate pieces: a fetch moves every byte through here once)."""
         u3 = self._u3
-        buf = bytearray()
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
         try:
             while skip:
-                got = resp.read(min(skip, 1 << 20))
-                if not got:
+                piece = resp.read(min(skip, 1 << 20))
+                if not piece:
                     raise _Retryable(f"short body: ended {skip} bytes before the range")
-                skip -= len(got)
-            while len(buf) < size:
-                got = resp.read(min(size - len(buf), 1 << 20))
-                if not got:
+                skip -= len(piece)
+            while got < size:
+                n = resp.readinto(view[got:])
+                if not n:
                     break
-                buf += got
+                got += n
         except (u3.exceptions.ProtocolError, u3.exceptions.ReadTimeoutError,
                 u3.exceptions.HTTPError, OSError) as exc:
             raise _Retryable(f"short body: {exc}") from exc
-        if len(buf) < size:
-            raise _Retryable(f"short body: {len(buf)} of {size} bytes")
-        return bytes(buf)
+        finally:
+            view.release()
+        if got < size:
+            raise _Retryable(f"short body: {got} of {size} bytes")
+        return buf
 
-    def stream(self, offset: int = 0, chunk: int = 1 << 20) -> Iterator[bytes]:
+    def stream(self, offset: int = 0, chunk: int = 1 << 20) -> Iterator[bytes | bytearray]:
         """The bytes from ``offset`` to the end, in order, in pieces of at most ``chunk``.
         From a server that ignores Range this is one download (resumed after a break by
         skipping what arrived), where ``read_exact`` would fetch the prefix every time."""

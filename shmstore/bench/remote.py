@@ -8,7 +8,7 @@ All readers are released by one barrier; each measures from the barrier on the m
 monotonic clock.
 
 * ``shmstore.fetch (one download)``: every reader calls ``fetch(url, wait=False)``; one of
-  them downloads (4 workers, 2 MiB pieces), the others join; each reads the whole object
+  them downloads (4 workers, 8 MiB pieces), the others join; each reads the whole object
   through ``wait_range`` + ``read_at`` in 8 MiB steps.
 * ``each process alone``: every reader downloads the whole object itself with shmstore's own
   HTTP source (the same client, 8 MiB ranged GETs in order), the design without a shared
@@ -38,7 +38,7 @@ SIZE = 1 << 30
 QUICK_SIZE = 128 * MiB
 READERS = 8
 STEP = 8 * MiB  # what each reader reads at a time
-PIECE = 2 * MiB  # what fetch downloads at a time (a piece lands whole, in one write)
+PIECE = 8 * MiB  # what fetch downloads at a time (a piece lands whole, in one write)
 TIMEOUT = 600.0
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
