@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +46,9 @@ from .errors import (
     SourceChanged,
     SourceError,
     StorageError,
+    StorageFull,
 )
+from .ipc.segments import SHM_DIR
 from .resource import Resource, create
 from .resource import open as open_resource
 from .sources import Source, open_source
@@ -55,6 +58,7 @@ __all__ = ["fetch"]
 CHUNK = 4 << 20
 WORKERS = 4
 _HUGE = 1 << 62  # waits up to here are "anything new" (iter_ranges), not a demand
+FIRST_RESERVE = 64 << 20  # bytes reserved at create; the rest as pieces land
 IDENTITY_GRACE = 5.0  # seconds a new resource's creator has to record the identity
 
 
@@ -85,7 +89,9 @@ def fetch(src: str | os.PathLike[str] | Source, *, name: str | None = None,
             ``name``/``path`` holds another version of the object).
         ResourceFailed: with ``wait=True``, the downloading process (another one) failed,
             or died (``WriterDied``) and no other took over in time; call ``fetch`` again.
-        TimeoutError: ``timeout`` seconds passed.
+        TimeoutError: ``timeout`` seconds passed (in the downloading process the download
+            then stops after its current pieces and fails the resource with that reason;
+            the next fetch resumes it).
     """
     if chunk <= 0 or workers <= 0:
         raise ValueError("chunk and workers must be positive")
@@ -116,8 +122,13 @@ def _fetch(source: Source, name: str | None, path: str | os.PathLike[str] | None
     where = _target(source, name, path)
     for _attempt in range(50):
         writer: Resource | None = None
+        recorded = True
         try:
-            writer = create(**where, capacity=max(source.size, 1), prefault=prefault)
+            _check_room(where, source)
+            # Reserve a first part only (the resource grows as pieces land): reserving the
+            # whole object up front would hold back the first piece.
+            writer = create(**where, capacity=max(min(source.size, FIRST_RESERVE), 1),
+                            prefault=prefault)
             _record_identity(writer, source)
         except ResourceExists:
             writer = None
@@ -127,7 +138,7 @@ def _fetch(source: Source, name: str | None, path: str | os.PathLike[str] | None
             except ResourceNotFound:
                 continue  # unlinked meanwhile: create it
             try:
-                _check_identity(reader, source)
+                recorded = _check_identity(reader, source, derived=name is None and path is None)
                 st = reader.status
                 if isinstance(st, ResourceStatus.Committed):
                     if owned:
@@ -149,18 +160,41 @@ def _fetch(source: Source, name: str | None, path: str | os.PathLike[str] | None
         if not writer._try_role(L.LOCK_FETCHER):
             writer.close()  # lost the race for the role: join as a reader next time round
             continue
+        if not recorded:
+            # its creator died before recording the identity, which the derived name
+            # encodes anyway: record it now (exclusively: a racing fetcher may be first)
+            try:
+                _record_identity(writer, source)
+            except ResourceExists:
+                pass
         job = _Download(writer, source, chunk, workers, progress, owned)
         handle = open_resource(**where)
-        if wait:
-            try:
-                job.run()
-            except BaseException:
-                handle.close()
-                raise
+        if not wait:
+            threading.Thread(target=job.run_quietly, name="shmstore-fetch",
+                             daemon=True).start()
             return handle
-        threading.Thread(target=job.run_quietly, name="shmstore-fetch", daemon=True).start()
+        runner = threading.Thread(target=job.run_quietly, name="shmstore-fetch", daemon=True)
+        runner.start()
+        runner.join(timeout)
+        if runner.is_alive():  # out of time: the workers stop after their current piece
+            job.stop(TimeoutError(f"fetch of {source.url}: {timeout} s passed"))
+            runner.join()
+        if job.outcome is not None:
+            handle.close()
+            raise job.outcome
         return handle
     raise StorageError(f"fetch of {source.url}: the resource keeps being unlinked")
+
+
+def _check_room(where: dict[str, Any], source: Source) -> None:
+    """Fail now, not half-way, when the object cannot fit where it is going."""
+    place = os.path.dirname(os.path.abspath(where["path"])) if "path" in where else SHM_DIR
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        return  # let create() report the place itself
+    if source.size > free:
+        raise StorageFull(f"fetch of {source.url}: {source.size} bytes, {free} free in {place}")
 
 
 def _wait_committed(r: Resource, size: int, timeout: float | None) -> None:
@@ -179,7 +213,11 @@ def _record_identity(r: Resource, source: Source) -> None:
         os.close(fd)
 
 
-def _check_identity(r: Resource, source: Source) -> None:
+def _check_identity(r: Resource, source: Source, *, derived: bool) -> bool:
+    """Is ``r`` this version of the object? True when its identity is recorded and matches;
+    False when it is unrecorded but may be taken (``derived``: the name is the hash of the
+    identity, and its creator died before recording it); raises ``SourceChanged`` when it
+    holds something else."""
     deadline = time.monotonic() + IDENTITY_GRACE
     while True:
         try:
@@ -187,10 +225,13 @@ def _check_identity(r: Resource, source: Source) -> None:
             break
         except ResourceNotFound:
             # Its creator records the identity right after create: give a live one time.
-            if r._static or time.monotonic() > deadline or not r.writers_alive():
-                raise SourceChanged(source.url, f"{r!r} was not made by fetch; unlink it to"
-                                                " fetch into it") from None
-            time.sleep(0.001)
+            if not r._static and r.writers_alive() and time.monotonic() < deadline:
+                time.sleep(0.001)
+                continue
+            if derived and not r._static:
+                return False
+            raise SourceChanged(source.url, f"{r!r} was not made by fetch; unlink it to"
+                                            " fetch into it") from None
     try:
         raw = os.pread(fd, 1 << 16, 0)
     finally:
@@ -200,10 +241,11 @@ def _check_identity(r: Resource, source: Source) -> None:
     except ValueError:
         info = {}
     if not info:
-        return  # its creator is between create and recording it (or died there)
+        return True  # its creator is writing it now (an exclusive create, then one write)
     if info.get("identity") != source.identity:
         raise SourceChanged(source.url, f"{r!r} holds another version ({info.get('identity')});"
                                         " unlink it to fetch this one")
+    return True
 
 
 # ------------------------------------------------------------------------- the download
@@ -222,15 +264,27 @@ class _Download:
         self.cursor = 0
         self.error: BaseException | None = None
         self.done_bytes = 0
+        self.first_done = threading.Event()  # the first piece landed (or nothing will)
+        self.outcome: BaseException | None = None  # how run_quietly's run ended, if it raised
 
     def run_quietly(self) -> None:
-        with contextlib.suppress(BaseException):
+        try:
             self.run()
+        except BaseException as exc:  # reported through `outcome` (to fetch's caller)
+            self.outcome = exc
+
+    def stop(self, why: BaseException) -> None:
+        """Make the workers stop after their current piece; the download ends with ``why``."""
+        with self.lock:
+            if self.error is None:
+                self.error = why
 
     def run(self) -> None:
         w = self.w
         try:
             st = w.status
+            if isinstance(st, ResourceStatus.Committed):
+                return  # another fetcher finished between our status check and our role
             if isinstance(st, ResourceStatus.Failed):
                 w.reactivate()  # a failed download: resume it with what it had
             for i in range(self.n):  # resume: pieces already there
@@ -245,7 +299,11 @@ class _Download:
             else:
                 threads = [threading.Thread(target=self._worker, name=f"shmstore-fetch-{k}",
                                             daemon=True) for k in range(self.workers)]
-                for t in threads:
+                # The first piece alone: readers get their first bytes one round trip after
+                # the start, not after `workers` pieces shared the connection's bandwidth.
+                threads[0].start()
+                self.first_done.wait()
+                for t in threads[1:]:
                     t.start()
                 for t in threads:
                     t.join()
@@ -270,7 +328,10 @@ class _Download:
         with self.lock:
             if self.error is not None or not self.todo:
                 return None
-            for start, end in sorted(self.w._waiting_ranges()):
+            # Narrowest demand first: a reader that seeks waits for one piece, while a
+            # joined fetch(wait=True) parks on the whole object [0, size) (sorted by start,
+            # that range would always win and keep the pass sequential).
+            for start, end in sorted(self.w._waiting_ranges(), key=lambda r: (r[1] - r[0], r)):
                 if end >= _HUGE:
                     continue
                 for i in range(start // self.chunk, min(self.n, (end - 1) // self.chunk + 1)):
@@ -287,6 +348,12 @@ class _Download:
             return i
 
     def _worker(self) -> None:
+        try:
+            self._work()
+        finally:
+            self.first_done.set()
+
+    def _work(self) -> None:
         while (i := self._next()) is not None:
             a, b = i * self.chunk, min((i + 1) * self.chunk, self.size)
             try:
@@ -301,19 +368,24 @@ class _Download:
                 self.inflight.discard(i)
                 self.done_bytes += b - a
                 done = self.done_bytes
+            self.first_done.set()
             if self.progress:
                 self.progress(done, self.size)
 
     def _sequential(self) -> None:
         """A server that ignores Range: one streamed download, from the first missing byte
         (readers cannot reorder it)."""
+        if not self.todo:
+            return  # every piece is there already (a fetcher died before its commit)
         stream: Callable[..., Any] | None = getattr(self.source, "stream", None)
-        start = min(self.todo, default=self.n) * self.chunk
+        start = min(self.todo) * self.chunk
         if stream is None:
             self._worker()
             return
         pos = start
         for data in stream(start, self.chunk):
+            if self.error is not None:
+                raise self.error  # stop() was called
             self.w.write_at(pos, data)
             pos += len(data)
             if self.progress:

@@ -19,6 +19,7 @@ import shmstore
 from shmstore import WaitOutcome
 
 from .conftest import BUCKET, payload
+from .helpers import covered_once
 from .server import Server
 
 MiB = 1 << 20
@@ -44,20 +45,6 @@ def _requested(http: Server, tag: str) -> int:
     return total
 
 
-def _covered_once(http: Server, path: str, size: int) -> None:
-    """Every byte of the object was served, none twice (besides the one-byte range probe
-    each process's source makes when it opens)."""
-    all_ranges = [(a, b) for p, a, b in http.state.ranges if p == path and b > a]
-    probes = all_ranges.count((0, 1))
-    ranges = sorted(r for r in all_ranges if r != (0, 1))
-    pos = 0
-    for a, b in ranges:
-        assert a == pos, f"bytes {pos}..{a} never served, or {a}..{pos} twice: {ranges[:20]}"
-        pos = b
-    assert pos == size
-    assert http.state.served[path] == size + probes
-
-
 @pytest.mark.timeout(60)
 def test_fetch_fills_commits_and_serves_every_byte_once(http: Server, name: str) -> None:
     data = payload(5 * MiB + 123, 1)
@@ -70,7 +57,7 @@ def test_fetch_fills_commits_and_serves_every_byte_once(http: Server, name: str)
         assert again.read(0, 10) == data[:10]
         again.close()
         r.close()
-        _covered_once(http, "/obj", len(data))
+        covered_once(http, "/obj", len(data))
     finally:
         _unlink(name)
 
@@ -125,7 +112,7 @@ def test_eight_reader_processes_one_download(http: Server, name: str) -> None:
             p.join(60)
             assert p.exitcode == 0
         assert all(pos == len(data) and h == digest for _pid, pos, h in results), results
-        _covered_once(http, "/big", len(data))
+        covered_once(http, "/big", len(data))
     finally:
         for p in procs:
             if p.is_alive():
