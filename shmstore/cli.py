@@ -163,16 +163,12 @@ def _cat(args: argparse.Namespace) -> int:
 
 
 def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = units.get(t[-1:], 1)
+    from .bench.harness import parse_size  # the bench's parser: 64K, 4M, 1GiB, 65536
+
     try:
-        n = int(float(t[:-1] if t[-1:] in units else t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError("a size must be positive")
-    return n
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Progress:

@@ -32,7 +32,6 @@ import mmap
 import os
 import random
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -566,7 +565,6 @@ class FsspecSource:
                                                     "created", "generation") if k in info}
         self.ranges = True
         self.identity = f"{url}|{sorted(self._version.items())}|{self.size}"
-        self._lock = threading.Lock()
 
     def read_exact(self, offset: int, size: int) -> bytes:
         if _check(self, offset, size):

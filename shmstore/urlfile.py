@@ -78,12 +78,6 @@ class SharedFile(io.RawIOBase):
         self._pos += n
         return n
 
-    def readall(self) -> bytes:
-        out = bytearray()
-        while chunk := self.read(BUFFER):
-            out += chunk
-        return bytes(out)
-
     def close(self) -> None:
         if not self.closed:
             self._r.close()

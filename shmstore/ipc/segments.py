@@ -166,7 +166,22 @@ class Namespace(Protocol):
     def publish_data(self, gen: int) -> int: ...
 
 
-class ShmNamespace:
+class _Names:
+    """What every namespace derives: removing everything is the contents, then the control
+    block (see ``ShmNamespace.unlink_contents`` for why in that order)."""
+
+    def unlink_contents(self) -> None:
+        raise NotImplementedError
+
+    def unlink_control(self) -> None:
+        raise NotImplementedError
+
+    def unlink_all(self) -> None:
+        self.unlink_contents()
+        self.unlink_control()
+
+
+class ShmNamespace(_Names):
     kind = "shm"
 
     def __init__(self, name: str, mode: int = 0o600) -> None:
@@ -235,12 +250,9 @@ class ShmNamespace:
     def tidy(self) -> None:
         pass
 
-    def unlink_all(self) -> None:
-        self.unlink_contents()
-        self.unlink_control()
 
 
-class DirNamespace:
+class DirNamespace(_Names):
     """The mmap backend: data at ``path``, everything else in ``<path>.shmstore/``."""
 
     kind = "mmap"
@@ -339,12 +351,9 @@ class DirNamespace:
             if exc.errno != errno.ENOTEMPTY:
                 raise _map_oserror(exc, self.sidecar) from exc
 
-    def unlink_all(self) -> None:
-        self.unlink_contents()
-        self.unlink_control()
 
 
-class MemNamespace:
+class MemNamespace(_Names):
     """Anonymous memfd segments; every handle of a ``mem`` resource shares one namespace."""
 
     kind = "mem"
@@ -406,9 +415,6 @@ class MemNamespace:
     def tidy(self) -> None:
         pass
 
-    def unlink_all(self) -> None:
-        self.unlink_contents()
-        self.unlink_control()
 
     def __del__(self) -> None:
         for fd in self._fds.values():

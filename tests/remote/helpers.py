@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import shmstore
+
 from .server import Server
 
 
@@ -32,3 +34,13 @@ def until(cond: Callable[[], bool], timeout: float = 30, what: str = "") -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
         time.sleep(0.002)
+
+
+def unlink(name: str | None = None, path: str | None = None) -> None:
+    """Remove a test's resource by name or path, if it is still there."""
+    try:
+        r = shmstore.open(name) if path is None else shmstore.open(path=path, backend="mmap")
+    except shmstore.ResourceNotFound:
+        return
+    r.unlink()
+    r.close()

@@ -19,19 +19,10 @@ import shmstore
 from shmstore import WaitOutcome
 
 from .conftest import BUCKET, payload
-from .helpers import covered_once
+from .helpers import covered_once, unlink
 from .server import Server
 
 MiB = 1 << 20
-
-
-def _unlink(name: str | None = None, path: str | None = None) -> None:
-    try:
-        r = shmstore.open(name) if path is None else shmstore.open(path=path, backend="mmap")
-    except shmstore.ResourceNotFound:
-        return
-    r.unlink()
-    r.close()
 
 
 def _requested(http: Server, tag: str) -> int:
@@ -59,7 +50,7 @@ def test_fetch_fills_commits_and_serves_every_byte_once(http: Server, name: str)
         r.close()
         covered_once(http, "/obj", len(data))
     finally:
-        _unlink(name)
+        unlink(name)
 
 
 def _reader(url: str, name: str, q: Any) -> None:
@@ -117,7 +108,7 @@ def test_eight_reader_processes_one_download(http: Server, name: str) -> None:
         for p in procs:
             if p.is_alive():
                 p.kill()
-        _unlink(name)
+        unlink(name)
 
 
 def _fetcher(url: str, where: dict[str, Any], started: Any) -> None:
@@ -163,7 +154,7 @@ def test_a_killed_fetch_is_resumed_by_the_next_one(http: Server, name: str, tmp_
     finally:
         if p.is_alive():
             p.kill()
-        _unlink(**where)
+        unlink(**where)
 
 
 @pytest.mark.timeout(120)
@@ -191,7 +182,7 @@ def test_readers_drive_the_order(http: Server, name: str) -> None:
         assert sorted(order) == list(range(40))
     finally:
         r.close()
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -208,7 +199,7 @@ def test_a_changing_source_fails_the_resource_with_the_reason(http: Server, name
             reader.wait_range(0, len(data), timeout=10)
     finally:
         reader.close()
-        _unlink(name)
+        unlink(name)
     # the new version is another object: fetched whole, under another name
     new = shmstore.fetch(url, chunk=256 << 10)
     try:
@@ -241,7 +232,7 @@ def test_an_outage_fails_the_fetch_and_the_next_fetch_resumes(http: Server, name
         done.close()
         assert _requested(http, "resume") == len(data) - 3 * piece
     finally:
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -265,7 +256,7 @@ def test_fetch_from_s3_file_and_fsspec(s3: dict[str, Any], monkeypatch: pytest.M
         assert r.read(0, len(s3["data"])) == s3["data"]
         r.close()
     finally:
-        _unlink(name)
+        unlink(name)
     f = tmp_path / "local.bin"
     f.write_bytes(payload(300_000, 8))
     r = shmstore.fetch(str(f), chunk=64 << 10)

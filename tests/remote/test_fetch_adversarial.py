@@ -28,7 +28,7 @@ from shmstore.resource import Resource
 from shmstore.sources import HttpSource
 
 from .conftest import payload
-from .helpers import covered_once, until
+from .helpers import covered_once, unlink, until
 from .server import Obj, Server
 
 F = sys.modules["shmstore.fetch"]  # the module (``shmstore.fetch`` is the function)
@@ -37,15 +37,6 @@ CTX = mp.get_context("fork")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _unlink(name: str | None = None, path: str | None = None) -> None:
-    try:
-        r = shmstore.open(name) if path is None else shmstore.open(path=path, backend="mmap")
-    except shmstore.ResourceNotFound:
-        return
-    r.unlink()
-    r.close()
-
-
 def _where(backend: str, name: str, tmp_path: Path) -> dict[str, Any]:
     return {"name": name} if backend == "shm" else {"path": str(tmp_path / "obj.bin")}
 
@@ -124,7 +115,7 @@ def test_simultaneous_fetches_make_exactly_one_download(http: Server, name: str,
         assert len(heads) == n  # each process opened the source once, nothing more
     finally:
         _reap(procs)
-        _unlink(**where)
+        unlink(**where)
 
 
 @pytest.mark.timeout(120)
@@ -144,7 +135,7 @@ def test_simultaneous_fetches_of_an_empty_object(http: Server, name: str) -> Non
         assert http.state.served.get("/empty", 0) == 0
     finally:
         _reap(procs)
-        _unlink(name)
+        unlink(name)
 
 
 # ------------------------------------------------------------ crash points of the fetcher
@@ -213,9 +204,9 @@ def test_the_next_fetch_takes_over_from_a_fetcher_killed_at(
     finally:
         _reap([p])
         if derived is not None:
-            _unlink(derived)
+            unlink(derived)
         elif where:
-            _unlink(**where)
+            unlink(**where)
 
 
 def _fetch_then_exit(url: str, where: dict[str, Any], started: Any) -> None:
@@ -261,7 +252,7 @@ def test_a_wait_false_fetcher_that_exits_normally_is_resumed(http: Server, name:
             r.close()
     finally:
         _reap([p])
-        _unlink(**where)
+        unlink(**where)
 
 
 def _exit_when_complete(url: str, where: dict[str, Any]) -> None:
@@ -301,7 +292,7 @@ def test_range_less_resume_of_a_fully_covered_resource(http: Server, name: str) 
             ("GET", "/obj", "bytes=0-0")]
     finally:
         _reap([p])
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -323,7 +314,7 @@ def test_a_late_range_less_fetcher_never_fails_a_committed_resource(http: Server
         assert done.read(0, len(data)) == data
     finally:
         done.close()
-        _unlink(name)
+        unlink(name)
 
 
 # ------------------------------------------------------------ readers and the order
@@ -372,7 +363,7 @@ def test_a_joined_fetch_does_not_disable_reader_first_order(http: Server, name: 
     finally:
         r.close()
         _reap(procs)
-        _unlink(name)
+        unlink(name)
 
 
 class _GatedSource(HttpSource):
@@ -419,7 +410,7 @@ def test_several_parked_readers_are_each_served_first(http: Server, name: str) -
         r.close()
         src.close()
         _reap(procs)
-        _unlink(name)
+        unlink(name)
 
 
 def _parked_through_failure(name: str, size: int, failed: Any, refetched: Any) -> str:
@@ -470,7 +461,7 @@ def test_a_source_error_reaches_parked_readers_and_the_next_fetch_revives_them(
     finally:
         r.close()
         _reap([p])
-        _unlink(name)
+        unlink(name)
 
 
 # ------------------------------------------------------------ timeouts
@@ -486,7 +477,7 @@ def test_timeout_bounds_the_downloading_fetch_too(http: Server, name: str) -> No
                            timeout=0.2)
         assert time.monotonic() - t0 < 0.6
     finally:
-        _unlink(name)
+        unlink(name)
 
 
 # ------------------------------------------------------------ HTTP edge cases
@@ -506,7 +497,7 @@ def test_fetch_of_an_empty_object(http: Server, name: str, fault: str) -> None:
         again.close()
     finally:
         r.close()
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -524,7 +515,7 @@ def test_fetch_of_an_object_at_the_piece_boundaries(http: Server, name: str, siz
             covered_once(http, "/obj", size)
     finally:
         r.close()
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -537,7 +528,7 @@ def test_fetch_through_a_redirect_to_another_path(http: Server, name: str) -> No
         covered_once(http, "/obj", len(data))
     finally:
         r.close()
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -554,7 +545,7 @@ def test_fetch_from_a_server_ignoring_range_downloads_once(http: Server, name: s
         assert gets == ["bytes=0-0", ""], gets
     finally:
         r.close()
-        _unlink(name)
+        unlink(name)
 
 
 @pytest.mark.timeout(60)
@@ -575,4 +566,4 @@ def test_an_object_shrinking_under_the_same_etag_fails_the_resource(http: Server
             reader.wait_range(0, MiB, timeout=5)
         reader.close()
     finally:
-        _unlink(name)
+        unlink(name)

@@ -66,7 +66,9 @@ import shmstore
 from shmstore import WaitOutcome
 from shmstore import resource as R
 from shmstore.core import layout as L
-from shmstore.ipc.segments import shm_base
+
+from ..crash._workers import Spec, create_spec, open_spec
+from ..crash._workers import shm_base as shm_base_of
 
 SECONDS = float(os.environ.get("SHMSTORE_SOAK_SECONDS", "40"))
 WORKERS = int(os.environ.get("SHMSTORE_SOAK_WORKERS", "6"))
@@ -112,31 +114,7 @@ EXPECTED: tuple[type[BaseException], ...] = (
 PATTERN = random.Random(0x50A4).randbytes(SPAN + MAX_READ).translate(
     bytes([1]) + bytes(range(1, 256)))
 
-Spec = tuple[str, str]  # ("shm", name) or ("mmap", path)
-
-
 # ------------------------------------------------------------------------------- helpers
-def open_spec(spec: Spec, mode: str = "r") -> shmstore.Resource:
-    kind, key = spec
-    if kind == "mmap":
-        return shmstore.open(path=key, backend="mmap", mode=mode)
-    return shmstore.open(key, mode=mode)
-
-
-def create_spec(spec: Spec, capacity: int) -> shmstore.Resource:
-    kind, key = spec
-    if kind == "mmap":
-        return shmstore.create(path=key, backend="mmap", capacity=capacity)
-    return shmstore.create(key, capacity=capacity)
-
-
-def base_of(spec: Spec) -> str:
-    """The /dev/shm prefix of a resource's segments and semaphores."""
-    kind, key = spec
-    if kind == "mmap":
-        return shm_base("mmap:" + os.path.realpath(os.path.abspath(key)))
-    return shm_base(key)
-
 
 def verify(data: Any, off: int, what: str) -> int:
     """``data`` must be exactly the pattern at ``off``; returns its length."""
@@ -700,7 +678,7 @@ def test_soak(tmp_path: Path) -> None:
         (kind, str(tmp_path / f"soak-{tag}-{i}.bin") if kind == "mmap" else f"soak-{tag}-{i}")
         for i, kind in enumerate(KINDS)
     ]
-    bases = [base_of(s) for s in specs]
+    bases = [shm_base_of(s) for s in specs]
     writers_max = min(L.N_WRITERS, 2 * WORKERS)  # a worker's writer and its child's
     waiters_max = min(L.N_WAITERS, WORKERS * (READERS_MAX + 2) + WORKERS)
     # control block, two data generations, two bases, a journal per writer slot (two while
