@@ -19,10 +19,15 @@ from .atomic import Atomic, AtomicChunked
 from .core.lifecycle import ResourceStatus, WaitOutcome
 from .errors import (
     Cancelled,
+    ChainBroken,
     CorruptResource,
     InvalidName,
     InvalidRange,
+    LogCorrupt,
     ReadOnlyError,
+    RecordCorrupt,
+    RecordMissing,
+    RecordOutOfOrder,
     ResourceClosed,
     ResourceExists,
     ResourceFailed,
@@ -35,9 +40,12 @@ from .errors import (
     StorageError,
     StorageFull,
     TmpClaimed,
+    TornRecord,
+    WriterActive,
     WriterDied,
 )
 from .fetch import fetch
+from .log import Cursor, Log, Record
 from .resource import CancelToken, Resource, create, open
 from .urlfile import open_url
 
@@ -46,10 +54,18 @@ __all__ = [
     "AtomicChunked",
     "CancelToken",
     "Cancelled",
+    "ChainBroken",
     "CorruptResource",
+    "Cursor",
     "InvalidName",
     "InvalidRange",
+    "Log",
+    "LogCorrupt",
     "ReadOnlyError",
+    "Record",
+    "RecordCorrupt",
+    "RecordMissing",
+    "RecordOutOfOrder",
     "Resource",
     "ResourceClosed",
     "ResourceExists",
@@ -64,7 +80,9 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "TmpClaimed",
+    "TornRecord",
     "WaitOutcome",
+    "WriterActive",
     "WriterDied",
     "create",
     "fetch",

@@ -14,6 +14,13 @@ Every error a caller can meet derives from ``StorageError``:
     ├── ResourceNotFound        (also FileNotFoundError)   no resource of that name
     ├── ResourceExists          (also FileExistsError)     a resource of that name already exists
     ├── CorruptResource         a control block, journal or file that is not a valid shmstore object
+    │   └── LogCorrupt          a log file fails a check (settings, index, segment)
+    │       ├── TornRecord      a record that was never completely written (where recovery cuts)
+    │       ├── RecordCorrupt   a record whose bytes fail their CRC or structure (a flipped bit)
+    │       ├── RecordMissing   a record is missing from the sequence
+    │       ├── RecordOutOfOrder  a record stands in another record's place
+    │       └── ChainBroken     a record's chain link disagrees with the records before it
+    ├── WriterActive            another live process is the log's writer
     ├── StorageFull             no room in /dev/shm (or on disk) for the requested bytes
     ├── ResourceClosed          the handle was closed
     └── SourceError             a source (file, HTTP, S3, fsspec) could not deliver its bytes
@@ -34,10 +41,15 @@ from __future__ import annotations
 
 __all__ = [
     "Cancelled",
+    "ChainBroken",
     "CorruptResource",
     "InvalidName",
     "InvalidRange",
+    "LogCorrupt",
     "ReadOnlyError",
+    "RecordCorrupt",
+    "RecordMissing",
+    "RecordOutOfOrder",
     "ResourceClosed",
     "ResourceExists",
     "ResourceFailed",
@@ -50,6 +62,8 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "TmpClaimed",
+    "TornRecord",
+    "WriterActive",
     "WriterDied",
 ]
 
@@ -142,6 +156,57 @@ class ResourceExists(StorageError, FileExistsError):
 class CorruptResource(StorageError):
     """A control block, journal or data file that is not a valid shmstore object: wrong magic,
     unknown version, truncated, or fields that contradict each other."""
+
+
+class LogCorrupt(CorruptResource):
+    """A file of a log fails a check: its settings, a segment index, or a record."""
+
+
+class _RecordError(LogCorrupt):
+    def __init__(self, where: int, why: str) -> None:
+        super().__init__(where, why)
+        self.where = where
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.why} (at {self._what} {self.where})"
+
+    _what = "offset"
+
+
+class TornRecord(_RecordError):
+    """A record that was never completely written: it runs past the written bytes or starts
+    with zeros. Recovery cuts the log here; a read never serves it. ``where`` is a byte
+    position in its segment."""
+
+    _what = "byte"
+
+
+class RecordCorrupt(_RecordError):
+    """A complete record whose magic, fields or CRC are wrong (a flipped bit), or whose
+    compressed payload does not decode to its stated size. ``where`` is a byte position in
+    its segment."""
+
+    _what = "byte"
+
+
+class RecordMissing(_RecordError):
+    """The record at ``where`` (an offset) is not in the log where it must be."""
+
+
+class RecordOutOfOrder(_RecordError):
+    """Another record stands where the record at ``where`` (an offset) must be, and that one
+    comes later: records were reordered."""
+
+
+class ChainBroken(_RecordError):
+    """The record at ``where`` (an offset) does not link to the chain hash of the records
+    before it: a record was replaced, or the chain was cut."""
+
+
+class WriterActive(StorageError):
+    """Another live process is the writer of this log (one writer per log at a time; the
+    kernel frees the claim when that writer exits or dies)."""
 
 
 class StorageFull(StorageError):

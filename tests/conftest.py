@@ -4,6 +4,7 @@ leaving shared-memory segments, semaphores or sidecar files behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,8 +36,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     (Per test the leak is only reported: removing it there could also remove the live
     objects of another test session running on the same machine.)"""
     for entry in _shm_entries() - _SESSION_START:
+        path = os.path.join(SHM, entry)
+        if os.path.isdir(path):  # a shared-memory log's directory
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         try:
-            os.unlink(os.path.join(SHM, entry))
+            os.unlink(path)
         except FileNotFoundError:
             pass
 
