@@ -216,7 +216,8 @@ def unpack_idx_header(raw: bytes | memoryview) -> tuple[int, int]:
     if len(raw) < IDX_HEADER.size:
         raise LogCorrupt("index header cut short")
     magic, version, _z, segment, _z2, first, crc = IDX_HEADER.unpack_from(raw)
-    if magic != IDX_MAGIC or version != 1 or _crc32(bytes(raw[:24])) != crc:
+    if (magic != IDX_MAGIC or version != 1 or _crc32(bytes(raw[:24])) != crc
+            or bytes(raw[28:32]) != b"\0\0\0\0"):
         raise LogCorrupt("not a shmstore log index header")
     return segment, first
 
@@ -233,7 +234,8 @@ def unpack_idx_trailer(whole: bytes | memoryview) -> tuple[int, bytes]:
         raise LogCorrupt("sealed index cut short")
     t = len(whole) - IDX_TRAILER.size
     magic, count, head, crc = IDX_TRAILER.unpack_from(whole, t)
-    if magic != IDX_END or _crc32(bytes(whole[:t + 48])) != crc:
+    if (magic != IDX_END or _crc32(bytes(whole[:t + 48])) != crc
+            or bytes(whole[t + 52:t + 56]) != b"\0\0\0\0"):
         raise LogCorrupt("sealed index trailer fails its check")
     if IDX_HEADER.size + 8 * count != t:
         raise LogCorrupt(f"sealed index holds {(t - IDX_HEADER.size) / 8} entries, says {count}")

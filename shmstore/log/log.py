@@ -758,8 +758,9 @@ class Log:
             f = F.parse_frame(view, pos, limit, self._max)
             frames.append(f)
             if f.kind == F.KIND_DATA:
-                if seg.entries[n] != pos:
-                    raise LogCorrupt(f"segment {seg.num}: index entry {n} is {seg.entries[n]}, "
+                at = self._position(seg, n)
+                if at != pos:
+                    raise LogCorrupt(f"segment {seg.num}: index entry {n} is {at}, "
                                      f"the record is at {pos}")
                 n += 1
             pos = f.end
@@ -986,19 +987,24 @@ class Log:
             seg.view = self._io.map(seg.data_fd, size)
         return seg.view
 
+    def _position(self, seg: _Segment, local: int) -> int:
+        """Where record ``local`` of the segment starts (from the sealed index, or the live
+        index as far as it is published)."""
+        if seg.entries is None or local >= len(seg.entries):
+            if seg.live is None or local < 0:
+                raise RecordMissing(seg.first + local, "beyond the segment's index")
+            seg.entries = seg.live.view(0, 8 * (local + 1)).cast("Q")
+        return int(seg.entries[local])
+
     def _record_end(self, seg: _Segment, local: int) -> int:
-        pos = int(seg.entries[local])
+        pos = self._position(seg, local)
         view = self._view(seg, pos + F.HEADER.size)
         n: int = struct.unpack_from("<I", view, pos + 8)[0]
         return pos + F.FRAME_OVERHEAD + n
 
     def _frame(self, seg: _Segment, local: int) -> F.Frame:
         """The data frame of record ``local`` of the segment, CRC-checked, its offset too."""
-        if seg.entries is None or local >= len(seg.entries):
-            if seg.live is None:
-                raise RecordMissing(seg.first + local, "beyond the segment's index")
-            seg.entries = seg.live.view(0, 8 * (local + 1)).cast("Q")
-        pos = int(seg.entries[local])
+        pos = self._position(seg, local)
         view = self._view(seg, pos + F.FRAME_OVERHEAD)
         (n,) = struct.unpack_from("<I", view, pos + 8)
         if n <= self._max + (self._max >> 3) + 64:
@@ -1019,7 +1025,7 @@ class Log:
         return f
 
     def _checkpoint(self, seg: _Segment, local: int) -> F.Frame:
-        pos = int(seg.entries[local]) - F.CHECKPOINT_FRAME
+        pos = self._position(seg, local) - F.CHECKPOINT_FRAME
         view = self._view(seg, pos + F.CHECKPOINT_FRAME)
         try:
             f = F.parse_frame(view, pos, pos + F.CHECKPOINT_FRAME, self._max)
