@@ -269,7 +269,7 @@ def unpack_settings(raw: bytes) -> Settings:
     if len(raw) != SETTINGS.size:
         raise LogCorrupt(f"settings file of {len(raw)} bytes, expected {SETTINGS.size}")
     magic, version, _z, inst, seg, ckpt, maxrec, codec, _r, crc = SETTINGS.unpack(raw)
-    if magic != _SETTINGS_MAGIC or version != 1:
+    if magic != _SETTINGS_MAGIC or version != 1 or _z or _r:
         raise LogCorrupt("not a shmstore log (bad settings magic or version)")
     if _crc32(raw[:-4]) != crc:
         raise LogCorrupt("settings file fails its CRC")
