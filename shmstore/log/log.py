@@ -97,7 +97,7 @@ from ..errors import (
     WriterDied,
 )
 from ..ipc import locks
-from ..ipc.segments import SHM_DIR
+from ..ipc.segments import SHM_DIR, shm_base
 from . import format as F
 from .fileio import FileIO
 
@@ -114,6 +114,7 @@ _CURSOR = struct.Struct("<4s4xQI4x")
 _WRITER_BYTE = 0
 _LIVE_CAPACITY = 1 << 16
 _ENTRY = struct.Struct("<Q")
+_OPEN_SEALED = 16  # sealed segments a handle keeps open and mapped (least recently used go)
 
 
 class Record(NamedTuple):
@@ -137,6 +138,10 @@ def _shm_dir(name: str) -> str:
 
 def _live_name(instance: bytes, seg: int) -> str:
     return f"shmstore-log:{instance.hex()}:{seg}"
+
+
+def _live_control(instance: bytes, seg: int) -> str:
+    return os.path.join(SHM_DIR, shm_base(_live_name(instance, seg)) + "_c")
 
 
 _live_handles: weakref.WeakSet[Log] = weakref.WeakSet()
@@ -165,6 +170,7 @@ class _Segment:
     data_fd: int = -1
     view: memoryview = field(default_factory=lambda: memoryview(b""))
     live: _res.Resource | None = None
+    live_ino: int = 0  # the inode of the live index's control block, to notice a new one
 
 
 class Log:
@@ -567,12 +573,21 @@ class Log:
         io.pwrite(self._idx_fd, F.pack_idx_trailer(entries, count, self._head), len(entries))
         io.fsync(self._idx_fd)
         k = seg.num + 1
-        data_fd, idx_fd = _make_segment(io, self._dir, self._settings, k, self._next,
-                                        self._head, keep_open=True)
-        io.fsync_dir(self._dir)
+        # the next live index first: a reader that lists the new segment finds it there
+        live = self._fresh_live(k, b"")
+        try:
+            data_fd, idx_fd = _make_segment(io, self._dir, self._settings, k, self._next,
+                                            self._head, keep_open=True)
+            io.fsync_dir(self._dir)
+        except BaseException as exc:
+            with contextlib.suppress(StorageError):
+                live.unlink()
+            live.close()
+            self._broken = f"a rotation failed ({exc}); reopen the log to recover it"
+            raise
         old_live, old_idx = seg.live, self._idx_fd
         new = _Segment(k, self._next, data_fd=data_fd)
-        new.live = self._fresh_live(k, b"")
+        new.live = live
         self._segs[k] = new
         self._active, self._idx_fd = new, idx_fd
         self._pos = F.CHECKPOINT_FRAME
@@ -876,7 +891,12 @@ class Log:
     def _sealed(self, k: int) -> _Segment:
         seg = self._segs.get(k)
         if seg is not None and seg.sealed:
+            self._segs[k] = self._segs.pop(k)  # most recently used last
             return seg
+        sealed = [n for n, x in self._segs.items() if x.sealed]
+        for n in sealed[:max(0, len(sealed) - _OPEN_SEALED + 1)]:
+            # a bounded number stay mapped; views already handed out keep theirs alive
+            self._close_segment(self._segs.pop(n))
         path = self._seg_path(k)
         fd = self._io.open(path + ".idx")
         try:
@@ -913,10 +933,23 @@ class Log:
     def _attach_active(self, seg: _Segment) -> None:
         try:
             seg.live = _res.open(_live_name(self._inst, seg.num))
+            seg.live_ino = os.fstat(seg.live._ctrl_fd).st_ino
         except ResourceNotFound:
             seg.live = None
         if seg.data_fd < 0:
             seg.data_fd = self._io.open(self._seg_path(seg.num) + ".seg")
+
+    def _live_replaced(self, seg: _Segment) -> bool:
+        """True when the segment's live index has no writer and the name now leads to
+        another object (or to none): one ``F_OFD_GETLK``, and a ``stat`` only then."""
+        live = seg.live
+        if live is None or live.writers_alive():
+            return False
+        try:
+            now = os.stat(_live_control(self._inst, seg.num)).st_ino
+        except FileNotFoundError:
+            return True
+        return now != seg.live_ino
 
     def _drop_live(self, seg: _Segment) -> None:
         if seg.live is not None and not self._writer:
@@ -943,6 +976,11 @@ class Log:
             if seg.live is not None:
                 r = seg.live.ranges()
                 n = r[0][1] // 8 if r and r[0][0] == 0 else 0
+                if n == seg.count and not self._writer and self._live_replaced(seg):
+                    # its writer is gone and a new one made its own live index: use that
+                    self._drop_live(seg)
+                    nums = self._nums
+                    continue
                 if n > seg.count:
                     seg.entries = seg.live.view(0, 8 * n).cast("Q")
                     seg.count = n
