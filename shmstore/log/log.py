@@ -924,9 +924,9 @@ class Log:
                 ff = self._frame(seg, 0)
                 if fl.end != size or ff.offset != seg.first:
                     raise LogCorrupt(f"{path}.idx disagrees with {path}.seg")
-        except BaseException:
-            os.close(data_fd)
-            raise
+        finally:
+            os.close(data_fd)  # immutable and mapped whole: the mapping is all we need
+            seg.data_fd = -1
         self._segs[k] = seg
         return seg
 
@@ -1019,6 +1019,8 @@ class Log:
 
     def _view(self, seg: _Segment, need: int) -> memoryview:
         if len(seg.view) < need:
+            if seg.sealed:
+                raise RecordCorrupt(need, f"segment {seg.num} is shorter than its index says")
             size = self._io.size(seg.data_fd)
             if size < need:
                 raise RecordCorrupt(need, f"segment {seg.num} is shorter than its index says")

@@ -595,7 +595,7 @@ def test_readers_follow_a_writer_that_closes_and_one_that_takes_over(logs: Logs)
 def test_a_reader_of_many_segments_keeps_a_bounded_number_open(tmp_path: Path) -> None:
     import psutil
     d, w = _disk(tmp_path, segment_size=4096)
-    payloads = [wk.payload(i) * 4 for i in range(400)]
+    payloads = [wk.payload(i) * 8 for i in range(400)]
     for i in range(0, 400, 10):
         w.append(payloads[i:i + 10], fsync=False)
     assert w.segment_count > 40
@@ -604,7 +604,7 @@ def test_a_reader_of_many_segments_keeps_a_bounded_number_open(tmp_path: Path) -
     fds = me.num_fds()
     assert wk.read_all(r) == payloads
     assert r.verify()[0] == 400
-    assert me.num_fds() - fds <= 20
+    assert me.num_fds() - fds <= 24  # 16 sealed segments mapped (a dup each), the active one
     r.close()
     w.close()
     assert me.num_fds() <= fds
