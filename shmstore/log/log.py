@@ -889,10 +889,10 @@ class Log:
         return seg
 
     def _sealed(self, k: int) -> _Segment:
-        seg = self._segs.get(k)
-        if seg is not None and seg.sealed:
+        cached = self._segs.get(k)
+        if cached is not None and cached.sealed:
             self._segs[k] = self._segs.pop(k)  # most recently used last
-            return seg
+            return cached
         sealed = [n for n, x in self._segs.items() if x.sealed]
         for n in sealed[:max(0, len(sealed) - _OPEN_SEALED + 1)]:
             # a bounded number stay mapped; views already handed out keep theirs alive
@@ -991,6 +991,11 @@ class Log:
                         nums = nums2
                         continue
             else:
+                # no writer: one may have come, rotated and gone since we listed
+                nums2 = self._refresh_segments(force=True)
+                if nums2[-1] != nums[-1]:
+                    nums = nums2
+                    continue
                 self._count_from_index(seg)
             return seg.first + seg.count
 

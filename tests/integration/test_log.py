@@ -608,3 +608,22 @@ def test_a_reader_of_many_segments_keeps_a_bounded_number_open(tmp_path: Path) -
     r.close()
     w.close()
     assert me.num_fds() <= fds
+
+
+def test_a_reader_sees_segments_of_a_writer_that_came_and_went(tmp_path: Path) -> None:
+    """(Found by a helper.) A reader that listed the segments while no writer was there
+    must still see what a writer appended, across rotations, after it left."""
+    d = tmp_path / "l"
+    shmstore.Log.create(path=d, segment_size=4096).close()
+    r = shmstore.Log.open(path=d)
+    assert r.next_offset == 0
+    with shmstore.Log.open(path=d, mode="a") as w:
+        for i in range(60):
+            w.append(bytes([i]) * 300)
+        assert w.inspect()["records"] == 60  # inspect works on a writer handle too
+        assert w.segment_count > 3
+    assert r.next_offset == 60
+    assert [bytes(x.payload) for x in r.read_from(0, 1 << 30)] == [
+        bytes([i]) * 300 for i in range(60)]
+    assert r.wait_for(12, timeout=1) == 60
+    r.close()
