@@ -11,7 +11,7 @@ import errno
 import mmap
 import os
 
-from ..errors import StorageError, StorageFull
+from ..errors import ResourceNotFound, StorageError, StorageFull
 
 __all__ = ["FileIO"]
 
@@ -39,8 +39,8 @@ class FileIO:
             flags |= os.O_CREAT | os.O_EXCL
         try:
             return os.open(path, flags, mode)
-        except FileNotFoundError:
-            raise
+        except FileNotFoundError as exc:
+            raise ResourceNotFound(f"{path}: no such file (was the log removed?)") from exc
         except OSError as exc:
             raise _err(exc, f"open {path}") from exc
 

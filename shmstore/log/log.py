@@ -268,7 +268,9 @@ class Log:
             except LogCorrupt:
                 settings = None
             if settings is not None:
-                for k in _list_segments(directory):
+                nums = _list_segments(directory)
+                # and the next one's: a rotation makes it before the segment's files
+                for k in [*nums, (nums[-1] + 1) if nums else 0]:
                     _unlink_live(settings.instance, k)
             _rmtree(directory)
         finally:
@@ -430,7 +432,10 @@ class Log:
             assert seg.live is not None
             seg.live.write_at(8 * local0, positions)
             if pos >= self._settings.segment_size:
-                self._rotate()
+                # the batch is written and published: a failed rotation must not make the
+                # caller retry it (duplicates); it breaks the handle for the next call
+                with contextlib.suppress(StorageError):
+                    self._rotate()
             return nxt, head
 
     def flush(self) -> None:
@@ -564,6 +569,13 @@ class Log:
         return live
 
     def _rotate(self) -> None:
+        try:
+            self._seal_and_start_next()
+        except BaseException as exc:
+            self._broken = f"a rotation failed ({exc}); reopen the log to recover it"
+            raise
+
+    def _seal_and_start_next(self) -> None:
         io, seg = self._io, self._active
         count = self._next - seg.first
         # seal: the data cut to its exact end, the index given its trailer, both synced
@@ -579,11 +591,10 @@ class Log:
             data_fd, idx_fd = _make_segment(io, self._dir, self._settings, k, self._next,
                                             self._head, keep_open=True)
             io.fsync_dir(self._dir)
-        except BaseException as exc:
+        except BaseException:
             with contextlib.suppress(StorageError):
                 live.unlink()
             live.close()
-            self._broken = f"a rotation failed ({exc}); reopen the log to recover it"
             raise
         old_live, old_idx = seg.live, self._idx_fd
         new = _Segment(k, self._next, data_fd=data_fd)
@@ -797,6 +808,7 @@ class Log:
 
     def cursors(self) -> dict[str, int]:
         """Every named cursor and its offset."""
+        self._usable()
         d = os.path.join(self._dir, "cursors")
         out = {}
         for n in sorted(os.listdir(d)):
@@ -877,7 +889,9 @@ class Log:
     def _segment(self, k: int) -> _Segment:
         seg = self._segs.get(k)
         if seg is not None:
-            if not seg.sealed and seg.live is None and not self._writer:
+            if seg.sealed:
+                self._segs[k] = self._segs.pop(k)  # most recently used last
+            elif seg.live is None and not self._writer:
                 self._attach_active(seg)
             return seg
         if k != self._nums[-1]:
@@ -940,11 +954,8 @@ class Log:
             seg.data_fd = self._io.open(self._seg_path(seg.num) + ".seg")
 
     def _live_replaced(self, seg: _Segment) -> bool:
-        """True when the segment's live index has no writer and the name now leads to
-        another object (or to none): one ``F_OFD_GETLK``, and a ``stat`` only then."""
-        live = seg.live
-        if live is None or live.writers_alive():
-            return False
+        """True when the segment's live index name now leads to another object, or to
+        none (one ``stat``)."""
         try:
             now = os.stat(_live_control(self._inst, seg.num)).st_ino
         except FileNotFoundError:
@@ -976,14 +987,17 @@ class Log:
             if seg.live is not None:
                 r = seg.live.ranges()
                 n = r[0][1] // 8 if r and r[0][0] == 0 else 0
-                if n == seg.count and not self._writer and self._live_replaced(seg):
-                    # its writer is gone and a new one made its own live index: use that
-                    self._drop_live(seg)
-                    nums = self._nums
-                    continue
                 if n > seg.count:
                     seg.entries = seg.live.view(0, 8 * n).cast("Q")
                     seg.count = n
+                elif not self._writer and not seg.live.writers_alive():
+                    if self._live_replaced(seg):
+                        # a new writer made its own live index: use that
+                        self._drop_live(seg)
+                        nums = self._nums
+                        continue
+                    # its writer died, perhaps before filling it: the index file, checked
+                    self._count_from_index(seg)
                 if seg.live.status.state is State.COMMITTED:
                     # rotated since we looked: the next segment exists
                     nums2 = self._refresh_segments(force=True)
@@ -1026,10 +1040,18 @@ class Log:
         if len(seg.view) < need:
             if seg.sealed:
                 raise RecordCorrupt(need, f"segment {seg.num} is shorter than its index says")
-            size = self._io.size(seg.data_fd)
-            if size < need:
-                raise RecordCorrupt(need, f"segment {seg.num} is shorter than its index says")
-            seg.view = self._io.map(seg.data_fd, size)
+            while True:
+                size = self._io.size(seg.data_fd)
+                if size < need:
+                    raise RecordCorrupt(need, f"segment {seg.num} is shorter than its index "
+                                        "says")
+                try:
+                    seg.view = self._io.map(seg.data_fd, size)
+                    break
+                except StorageError:
+                    if self._io.size(seg.data_fd) >= size:
+                        raise
+                    # a rotation cut the file to its last record meanwhile: measure again
         return seg.view
 
     def _position(self, seg: _Segment, local: int) -> int:
@@ -1099,6 +1121,9 @@ class Log:
     def _drop_inherited(self) -> None:
         """In a forked child: a writer handle is the parent's (its claim is closed here);
         a reader re-opens what it needs on its next use."""
+        # another thread of the parent may have held the lock at the fork: it never will
+        # release it here
+        self._tlock = threading.RLock()
         for seg in self._segs.values():
             if seg.data_fd >= 0:
                 with contextlib.suppress(OSError):
