@@ -5,8 +5,9 @@ kept, so a test can pull the plug (``crash()``) and reopen what a machine would 
 Theory of operation
 ===================
 
-What is durable is tracked per file (per inode: ``(st_dev, st_ino)``, so a rename moves a
-file's history with it) and per directory:
+What is durable is tracked per file (per inode, so a rename moves a file's history with it;
+a file created gets a new identity even if the file system reuses an inode number) and per
+directory:
 
 * a file's **durable shadow**: its bytes as of its last successful ``fsync``, or as first
   seen (a file this layer meets already existing is taken as durable: what a disk held
@@ -37,7 +38,8 @@ Faults (``FaultConfig``; every probability is per operation, drawn from one
     that. A failed ``fsync_dir`` leaves the directory's operations pending.
 ``bit_flip``
     ``map()`` returns a private copy of the bytes with one random bit flipped (a read error;
-    the stored bytes stay intact, a later map may read them right).
+    the stored bytes stay intact, a later map may read them right); ``flip_from`` and
+    ``flip_to`` narrow where.
 ``delay``
     a random sleep of up to ``max_delay_us`` microseconds before a ``pwrite`` or ``fsync``.
 
@@ -61,6 +63,9 @@ granularity (a tear cuts at any byte, which is harsher); writes that reach the d
 order *within* one ``pwrite`` other than as a prefix; metadata ordering across directories
 (each directory's journal is its own); a failing ``pread`` or ``open``; bit flips in
 ``pread`` (only ``map``); the page cache of other processes (the layer is one process's).
+A failed fsync rewrites the file in place, possibly shorter: a handle of this process
+mapping it past the new end would fault (SIGBUS), so give a ``FaultIO`` with fsync faults
+to a writer only (readers: a plain ``FileIO``, or a ``FaultIO`` for bit flips).
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ from .fileio import FileIO
 __all__ = ["FaultConfig", "FaultIO", "SimulatedCrash", "drop_live_objects"]
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - it is not an error of the code under test
+class SimulatedCrash(BaseException):
     """The simulated machine died. A ``BaseException``, so no ``except Exception`` in the
     code under test can swallow it; the test catches it and calls ``FaultIO.crash()``."""
 
@@ -95,6 +100,8 @@ class FaultConfig:
     fsync_fail: float = 0.0
     fsync_dir_fail: float = 0.0
     bit_flip: float = 0.0
+    flip_from: int = 0  # a flipped bit lies in bytes [flip_from, flip_to) of the map
+    flip_to: int | None = None  # (None: its end)
     delay: float = 0.0
     max_delay_us: int = 200
     survive: float = 0.5  # a pending write or truncate reaches the disk at a crash
@@ -104,6 +111,7 @@ class FaultConfig:
 
 
 Key = tuple[int, int]  # (st_dev, st_ino)
+FileId = int  # a file this layer knows; a new one per created file (inode numbers get reused)
 
 
 @dataclass
@@ -115,8 +123,8 @@ class _File:
 @dataclass
 class _Dir:
     fd: int  # the directory itself, whatever it is called by the time of the crash
-    durable: dict[str, Key]
-    pending: list[tuple[str, str, str | Key]] = field(default_factory=list)
+    durable: dict[str, FileId]
+    pending: list[tuple[str, str, str | FileId]] = field(default_factory=list)
     names: set[str] = field(default_factory=set)  # every name this layer has known here
 
 
@@ -152,8 +160,10 @@ class FaultIO(FileIO):
         self.down: str | None = None  # why the machine is down (then every op crashes)
         self.ops = 0  # mutating operations seen
         self.events: list[str] = []  # what fired, for a failing test's message
-        self.flips: list[tuple[Key, int]] = []  # (file, bit) of every flipped bit
-        self._files: dict[Key, _File] = {}
+        self.flips: list[tuple[FileId, int]] = []  # (file, bit) of every flipped bit
+        self._ids: dict[Key, FileId] = {}  # what each inode is now
+        self._keys: dict[FileId, Key] = {}
+        self._files: dict[FileId, _File] = {}  # the files whose bytes are tracked
         self._dirs: dict[Key, _Dir] = {}
         self._lock = threading.RLock()
         self._crashed = False
@@ -200,8 +210,15 @@ class FaultIO(FileIO):
             self._dirs[k] = d
         return d
 
+    def _id(self, k: Key, *, new: bool = False) -> FileId:
+        i = self._ids.get(k)
+        if i is None or new:
+            i = self._ids[k] = len(self._keys)
+            self._keys[i] = k
+        return i
+
     @staticmethod
-    def _listing(dfd: int) -> dict[str, Key]:
+    def _keys_in(dfd: int) -> dict[str, Key]:
         out = {}
         for n in os.listdir(dfd):
             with contextlib.suppress(FileNotFoundError):
@@ -210,14 +227,17 @@ class FaultIO(FileIO):
                     out[n] = _key(st)
         return out
 
-    def _file_fd(self, fd: int) -> tuple[Key, _File]:
-        k = _key(os.fstat(fd))
-        f = self._files.get(k)
-        if f is None:  # first seen: what it holds now is on the disk
-            f = self._files[k] = _File(os.pread(fd, os.fstat(fd).st_size, 0))
-        return k, f
+    def _listing(self, dfd: int) -> dict[str, FileId]:
+        return {n: self._id(k) for n, k in self._keys_in(dfd).items()}
 
-    def _file_path(self, path: str) -> Key:
+    def _file_fd(self, fd: int) -> tuple[FileId, _File]:
+        i = self._id(_key(os.fstat(fd)))
+        f = self._files.get(i)
+        if f is None:  # first seen: what it holds now is on the disk
+            f = self._files[i] = _File(os.pread(fd, os.fstat(fd).st_size, 0))
+        return i, f
+
+    def _file_path(self, path: str) -> FileId:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             return self._file_fd(fd)[0]
@@ -241,12 +261,12 @@ class FaultIO(FileIO):
     def open(self, path: str, *, create: bool = False, writable: bool = False,
              mode: int = 0o600) -> int:
         with self._lock:
-            self._op(f"open {os.path.basename(path)}")
+            self._op(f"{'create' if create else 'open'} {os.path.basename(path)}")
             d = self._dir(path)
             fd = super().open(path, create=create, writable=writable, mode=mode)
             try:
                 if create:
-                    k = _key(os.fstat(fd))
+                    k = self._id(_key(os.fstat(fd)), new=True)
                     self._files[k] = _File(b"")
                     name = os.path.basename(path)
                     d.pending.append(("link", name, k))
@@ -325,6 +345,8 @@ class FaultIO(FileIO):
             self._op(f"rename {os.path.basename(src)}")
             ds, dd = self._dir(src), self._dir(dst)
             k = self._file_path(src)
+            with contextlib.suppress(FileNotFoundError):
+                self._file_path(dst)  # the bytes it replaces, should the rename be undone
             super().rename(src, dst)
             sn, dn = os.path.basename(src), os.path.basename(dst)
             if ds is dd:
@@ -353,22 +375,23 @@ class FaultIO(FileIO):
         if length and self._chance(self.config.bit_flip):
             buf = bytearray(view)
             view.release()
-            bit = self.rng.randrange(8 * length)
+            lo = min(self.config.flip_from, length - 1)
+            hi = length if self.config.flip_to is None else min(self.config.flip_to, length)
+            bit = self.rng.randrange(8 * lo, 8 * max(hi, lo + 1))
             buf[bit >> 3] ^= 1 << (bit & 7)
-            k = _key(os.fstat(fd))
-            self.flips.append((k, bit))
+            self.flips.append((self._id(_key(os.fstat(fd))), bit))
             self._note(f"bit {bit} flipped in a map of {length} bytes")
             return memoryview(bytes(buf))
         return view
 
     # ------------------------------------------------------------------ the power cut
     @staticmethod
-    def _replay(names: dict[str, Key], ops: list[tuple[str, str, str | Key]]
-                ) -> dict[str, Key]:
+    def _replay(names: dict[str, FileId], ops: list[tuple[str, str, str | FileId]]
+                ) -> dict[str, FileId]:
         out = dict(names)
         for kind, a, b in ops:
             if kind == "link":
-                assert isinstance(b, tuple)
+                assert isinstance(b, int)
                 out[a] = b
             elif kind == "unlink":
                 out.pop(a, None)
@@ -388,7 +411,7 @@ class FaultIO(FileIO):
                 self.down = "crash()"
             rng = self.rng
             stats = {"files": 0, "dir_ops_kept": 0, "dir_ops_lost": 0}
-            contents: dict[Key, bytes] = {}
+            contents: dict[FileId, bytes] = {}
             plans = []
             # first decide and read everything, then change the files
             for d in self._dirs.values():
@@ -396,16 +419,16 @@ class FaultIO(FileIO):
                 stats["dir_ops_kept"] += keep
                 stats["dir_ops_lost"] += len(d.pending) - keep
                 target = self._replay(d.durable, d.pending[:keep])
-                current = self._listing(d.fd)
-                writes: dict[str, Key] = {}
+                current = self._keys_in(d.fd)
+                writes: dict[str, FileId] = {}
                 for name, k in sorted(target.items()):
                     if k in self._files:
                         if k not in contents:
                             contents[k] = bytes(self._survivors(self._files[k],
                                                                 self.config.survive))
                         writes[name] = k
-                    elif current.get(name) != k:  # untouched bytes, under another name
-                        src = next(n for n, c in current.items() if c == k)
+                    elif current.get(name) != self._keys[k]:  # untouched, another name now
+                        src = next(n for n, c in current.items() if c == self._keys[k])
                         fd = os.open(src, os.O_RDONLY, dir_fd=d.fd)
                         try:
                             contents[k] = os.pread(fd, os.fstat(fd).st_size, 0)
@@ -433,6 +456,10 @@ class FaultIO(FileIO):
             self.release()
             self._note(f"crash(): {stats}")
             return stats
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
 
     def release(self) -> None:
         """Close the directories this layer holds open (``crash()`` does it)."""

@@ -158,6 +158,18 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass
+class _Scan:
+    """Where a recovery scan stands: after the last good record (``cut``), the next
+    offset, the chain head, and whether a checkpoint for the next record was seen (the
+    checkpoint of a segment's first record is its first frame)."""
+
+    cut: int
+    nxt: int
+    head: bytes
+    anchored: bool = True
+
+
+@dataclass
 class _Segment:
     """A reader's (or the writer's) view of one segment."""
 
@@ -473,7 +485,7 @@ class Log:
             self._rotate()
 
     def _recover(self, seg: _Segment) -> None:
-        io, every = self._io, self._every
+        io = self._io
         size = io.size(seg.data_fd)
         view = io.map(seg.data_fd, size)
         try:
@@ -489,31 +501,16 @@ class Log:
             if prev.head != head or prev.first + prev.count != seg.first:
                 raise ChainBroken(seg.first, f"segment {seg.num} does not continue segment "
                                   f"{seg.num - 1}")
-        pos, nxt, cut = f0.end, seg.first, f0.end
         entries: list[int] = []
-        anchored = True  # the checkpoint for local 0 was the first frame
-        while True:
-            try:
-                f = F.parse_frame(view, pos, size, self._max)
-            except LogCorrupt:
-                break
-            local = nxt - seg.first
-            if f.kind == F.KIND_CHECKPOINT:
-                if anchored or local % every or f.offset != nxt or f.prev != head:
-                    break
-                anchored, pos = True, f.end
-                continue
-            if f.offset != nxt or f.prev != head or (local % every == 0) != anchored:
-                break
-            try:
-                payload = F.decode_payload(f)
-            except LogCorrupt:
-                break
-            head = F.chain(head, F.KIND_DATA, payload)
-            entries.append(pos)
-            nxt += 1
-            pos = cut = f.end
-            anchored = False
+        state = _Scan(f0.end, seg.first, head)
+        self._scan_active(view, size, seg.first, state, entries)
+        if _nonzero_extent(view, state.cut):
+            # Something follows the last good record: a torn tail, or a damaged record, or a
+            # read that went wrong. Read the rest again, afresh, before cutting anything: a
+            # transient read error must never cost durable records.
+            view = memoryview(io.pread(seg.data_fd, size, 0))
+            self._scan_active(view, size, seg.first, state, entries)
+        cut, nxt, head = state.cut, state.nxt, state.head
         garbage = _nonzero_extent(view, cut)
         del view
         # cut: after the last good record (a checkpoint left without its record goes too)
@@ -553,6 +550,36 @@ class Log:
         self._pos, self._next, self._head = cut, nxt, head
         seg.count = len(entries)
         seg.live = self._fresh_live(seg.num, struct.pack(f"<{len(entries)}Q", *entries))
+
+    def _scan_active(self, view: memoryview, size: int, first: int, st: _Scan,
+                     entries: list[int]) -> None:
+        """Extend ``st`` and ``entries`` over the good frames of ``view`` from ``st.cut``:
+        each must parse, carry the next offset, link to the chain and decode, and a
+        checkpoint must stand exactly before the records that need one."""
+        every = self._every
+        pos, anchored = st.cut, st.anchored
+        while True:
+            try:
+                f = F.parse_frame(view, pos, size, self._max)
+            except LogCorrupt:
+                return
+            local = st.nxt - first
+            if f.kind == F.KIND_CHECKPOINT:
+                if anchored or local % every or f.offset != st.nxt or f.prev != st.head:
+                    return
+                anchored, pos = True, f.end
+                continue
+            if f.offset != st.nxt or f.prev != st.head or (local % every == 0) != anchored:
+                return
+            try:
+                payload = F.decode_payload(f)
+            except LogCorrupt:
+                return
+            st.head = F.chain(st.head, F.KIND_DATA, payload)
+            entries.append(pos)
+            st.nxt += 1
+            pos = st.cut = f.end
+            anchored = st.anchored = False
 
     def _fresh_live(self, num: int, entries: bytes) -> _res.Resource:
         name = _live_name(self._inst, num)
@@ -781,7 +808,7 @@ class Log:
         view = self._view(seg, self._record_end(seg, count - 1) if count else F.CHECKPOINT_FRAME)
         limit = len(view)
         while n < count:
-            f = F.parse_frame(view, pos, limit, self._max)
+            f = _parse_stored(view, pos, self._max, limit)
             frames.append(f)
             if f.kind == F.KIND_DATA:
                 at = self._position(seg, n)
@@ -1076,7 +1103,7 @@ class Log:
         (n,) = struct.unpack_from("<I", view, pos + 8)
         if n <= self._max + (self._max >> 3) + 64:
             view = self._view(seg, pos + F.FRAME_OVERHEAD + n)
-        f = F.parse_frame(view, pos, len(view), self._max)
+        f = _parse_stored(view, pos, self._max)
         want = seg.first + local
         if f.kind != F.KIND_DATA:
             raise RecordCorrupt(pos, "the index leads to a checkpoint, not a record")
@@ -1308,6 +1335,15 @@ def _make_segment(io: FileIO, directory: str, settings: F.Settings, k: int, firs
     io.close(idx)
     io.close(data)
     return -1, -1
+
+
+def _parse_stored(view: memoryview, pos: int, max_record: int, limit: int = -1) -> F.Frame:
+    """A frame the index says is complete: one that runs past the bytes is damaged
+    (a flipped length, say), not torn."""
+    try:
+        return F.parse_frame(view, pos, len(view) if limit < 0 else limit, max_record)
+    except TornRecord as exc:
+        raise RecordCorrupt(pos, f"a stored record that {exc.why}") from exc
 
 
 def _nonzero_extent(view: memoryview, start: int) -> int:
