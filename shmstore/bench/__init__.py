@@ -4,7 +4,7 @@
 Every scenario compares shmstore with baselines measured in the same run on the same
 machine, in one process tree, warms up, repeats, and reports medians and tails as ratios
 (see ``docs/performance.md``). The scenarios import only the public ``shmstore`` API.
-Optional peers (``pip install 'shmstore[bench]'``: faster-fifo, numpy, matplotlib; and
+Optional peers (``pip install 'shmstore[bench]'``: faster-fifo, numpy, matplotlib, lmdb; and
 iceoryx2, ray where installed) are measured where installed and skipped, never faked.
 
 Modules
@@ -22,6 +22,9 @@ Modules
     pool            W writer processes filling one resource vs a raw shm pool
     firstbyte       time to the first 1 MiB of a 1 GiB object still being produced vs
                     Queue / Pipe / Ray of the whole object
+    logbench        ``--only log``: 1 KiB appends to shmstore.Log (disk; shm) vs a plain
+                    file with CRC32 framing, sqlite3 WAL and lmdb, one by one and batched,
+                    fsync off and on; writer -> reader tail latency across processes
     plot            ``--plot``: the main figures as a PNG (matplotlib)
     profiling       cProfile + getrusage of each process of a scenario (where the time goes)
     report          a saved results JSON as Markdown tables (docs/performance.md)

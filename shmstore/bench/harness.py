@@ -8,9 +8,10 @@
 * ``summarize`` / ``percentile``: medians and tails.
 * ``run_children``: run functions in forked processes, collect their results, and kill and
   reap every child on any error or timeout (a benchmark never leaves a process behind).
-* ``Names``: unique names ``bench-<pid>-<n>`` for shmstore resources and for the baselines'
-  POSIX semaphores and segments, released as soon as a measurement is done and verified gone
-  at the end of the run.
+* ``Names``: unique names ``bench-<pid>-<n>`` for shmstore resources, shared-memory logs and
+  the baselines' POSIX semaphores and segments, and temporary directories on disk (with the
+  on-disk logs inside them), released as soon as a measurement is done and verified gone at
+  the end of the run.
 * ``Table``: a printable, JSON-able result table.
 * ``Progress``: a progress bar on stderr (redrawn in place on a terminal, one line per step
   otherwise); the tables go to stdout.
@@ -29,9 +30,11 @@ import multiprocessing.connection as mpc
 import os
 import platform
 import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -105,6 +108,7 @@ PEERS: dict[str, tuple[str, str]] = {
     "iceoryx2": ("iceoryx2", "pip install iceoryx2"),
     "ray": ("ray", "pip install ray"),
     "aiohttp": ("fsspec HTTP (aiohttp)", "pip install 'shmstore[bench]'"),
+    "lmdb": ("lmdb", "pip install 'shmstore[bench]'"),
 }
 
 
@@ -195,7 +199,7 @@ def machine() -> dict[str, Any]:
         "page_size": PAGE,
         "packages": {p: _version(p) for p in
                      ("shmstore", "posix_ipc", "sortedcontainers", "numpy", "faster-fifo",
-                      "iceoryx2", "ray", "matplotlib")},
+                      "iceoryx2", "ray", "matplotlib", "lmdb")},
         "loadavg_at_start": [round(x, 2) for x in load],
         "transparent_hugepage_shmem": _first_line(
             "/sys/kernel/mm/transparent_hugepage/shmem_enabled"),
@@ -340,10 +344,12 @@ def run_children(specs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
 class Names:
     """Unique names for everything a run creates, and their cleanup.
 
-    Resources are unlinked through the public API (``open(name).unlink()``); the baselines'
-    semaphores and segments through posix_ipc. ``release`` one name as soon as its
-    measurement is over; ``cleanup`` (idempotent) releases whatever is left; ``leftovers``
-    lists names that still exist after it."""
+    Resources are unlinked through the public API (``open(name).unlink()``), logs removed
+    with ``shmstore.Log.remove`` (their files and their live indexes in shared memory); the
+    baselines' semaphores and segments through posix_ipc; temporary directories with
+    ``shutil.rmtree`` (after the logs registered inside them). ``release`` one name as soon
+    as its measurement is over; ``cleanup`` (idempotent) releases whatever is left;
+    ``leftovers`` lists names that still exist after it."""
 
     def __init__(self) -> None:
         self._n = 0
@@ -351,6 +357,9 @@ class Names:
         self._sems: list[str] = []
         self._segments: list[str] = []
         self._shms: dict[str, SharedMemory] = {}
+        self._logs: list[str] = []  # shared-memory logs, by name
+        self._log_dirs: list[str] = []  # logs on disk, by directory
+        self._dirs: list[str] = []  # temporary directories
 
     def _next(self) -> str:
         self._n += 1
@@ -382,6 +391,43 @@ class Names:
         name = self._next()
         self._shms[name] = SharedMemory(name=name, create=True, size=size)
         return self._shms[name]
+
+    def log(self) -> str:
+        """A name for a shared-memory ``shmstore.Log`` (``Log.create(name)``); ``release``
+        removes the log."""
+        name = self._next()
+        self._logs.append(name)
+        return name
+
+    def log_path(self, directory: str) -> str:
+        """Register ``directory`` as an on-disk ``shmstore.Log`` (created later, by anyone);
+        ``release(directory)`` removes it. Returns ``directory``."""
+        self._log_dirs.append(directory)
+        return directory
+
+    def tempdir(self) -> str:
+        """Create a temporary directory on disk (under ``$TMPDIR``); ``release`` deletes it
+        with everything in it."""
+        path = tempfile.mkdtemp(prefix=self._next() + "-")
+        self._dirs.append(path)
+        return path
+
+    @staticmethod
+    def _remove_log(name: str | None = None, path: str | None = None) -> bool:
+        """Remove a log if it exists; True if nothing of it is left."""
+        for _ in range(50):
+            try:
+                if path is not None:
+                    shmstore.Log.remove(path=path)
+                else:
+                    shmstore.Log.remove(name)
+            except shmstore.ResourceNotFound:
+                return True
+            except shmstore.WriterActive:
+                time.sleep(0.02)  # a killed writer's lock goes with its last descriptor
+                continue
+            return True
+        return False
 
     @staticmethod
     def _unlink_resource(name: str) -> bool:
@@ -418,6 +464,19 @@ class Names:
             shm.close()
             with contextlib.suppress(FileNotFoundError):
                 shm.unlink()  # also unregisters it from multiprocessing's resource tracker
+        elif name in self._logs:
+            if self._remove_log(name=name):
+                self._logs.remove(name)
+        elif name in self._log_dirs:
+            if self._remove_log(path=name):
+                self._log_dirs.remove(name)
+        elif name in self._dirs:
+            # the logs inside first: their live indexes are in shared memory, not in here
+            for d in [d for d in self._log_dirs if d.startswith(name + os.sep)]:
+                self.release(d)
+            shutil.rmtree(name, ignore_errors=True)
+            if not os.path.exists(name):
+                self._dirs.remove(name)
 
     def release_all(self, names: Iterable[str]) -> None:
         for n in list(names):
@@ -433,7 +492,8 @@ class Names:
             self.release_all(made)
 
     def cleanup(self) -> None:
-        self.release_all(self._resources + self._sems + self._segments + list(self._shms))
+        self.release_all(self._resources + self._sems + self._segments + list(self._shms)
+                         + self._logs + self._log_dirs + self._dirs)
 
     def leftovers(self) -> list[str]:
         """Names this run created that still exist (should be empty after ``cleanup``)."""
@@ -446,6 +506,15 @@ class Names:
             except shmstore.StorageError:
                 pass
             left.append(name)
+        for name in self._logs:
+            try:
+                shmstore.Log.open(name).close()
+            except shmstore.ResourceNotFound:
+                continue
+            except shmstore.StorageError:
+                pass
+            left.append(name)
+        left += [d for d in self._log_dirs + self._dirs if os.path.lexists(d)]
         left += [n for n in self._sems if os.path.exists(f"/dev/shm/sem.{n[1:]}")]
         left += [n for n in self._segments if os.path.exists(f"/dev/shm/{n[1:]}")]
         return left

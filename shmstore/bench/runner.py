@@ -54,12 +54,13 @@ SCENARIOS: dict[str, str] = {
     "firstbyte": "shmstore.bench.firstbyte",
     "death": "shmstore.bench.death",
     "remote": "shmstore.bench.remote",
+    "log": "shmstore.bench.logbench",
 }
 NEEDS: dict[str, str] = {"numpy": "numpy"}  # scenario -> optional package it cannot run without
 # optional peers each scenario compares with (missing ones are skipped inside the scenario)
 OPTIONAL: dict[str, tuple[str, ...]] = {"stream": ("faster_fifo", "iceoryx2"),
                                         "latency": ("iceoryx2",), "firstbyte": ("ray",),
-                                        "remote": ("aiohttp",)}
+                                        "remote": ("aiohttp",), "log": ("lmdb",)}
 MIN_CHUNK, MAX_CHUNK, MIN_SIZE = 4 << 10, 256 * MiB, 4 * MiB
 PLOTTED = ("stream", "latency", "fanout", "pool", "firstbyte")  # the scenarios --plot draws
 
@@ -165,9 +166,10 @@ def build_parser(prog: str = "shmstore bench") -> argparse.ArgumentParser:
         prog=prog,
         description="Measure shmstore against the alternatives on this machine, side by side"
                     " in one process tree, and print the ratios.",
-        epilog="Optional peers (faster-fifo, numpy, matplotlib: pip install 'shmstore[bench]';"
-               " iceoryx2, ray) are measured where installed and skipped, never faked, where"
-               " not. Do not run the benchmarks and the test suite at the same time.")
+        epilog="Optional peers (faster-fifo, numpy, matplotlib, lmdb: pip install"
+               " 'shmstore[bench]'; iceoryx2, ray) are measured where installed and skipped,"
+               " never faked, where not. Do not run the benchmarks and the test suite at the"
+               " same time.")
     ap.add_argument("--quick", action="store_true",
                     help="fewer repeats, smaller sizes (64 MiB streams, a 256 MiB first-byte"
                          " object, fragmentation up to 10**5): well under a minute")
