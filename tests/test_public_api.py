@@ -23,7 +23,7 @@ def test_all_is_sorted_complete_and_resolves() -> None:
         assert getattr(shmstore, name) is not None
     public = {n for n in dir(shmstore) if not n.startswith("_")}
     modules = {"atomic", "core", "errors", "ipc", "resource", "demo", "inventory", "cli", "aio",
-               "bench", "sources", "urlfile", "fsspec_fs"}
+               "bench", "sources", "urlfile", "fsspec_fs", "log"}
     assert public - modules == set(shmstore.__all__)
 
 

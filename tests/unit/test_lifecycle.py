@@ -20,10 +20,15 @@ from shmstore.core.lifecycle import (
 )
 from shmstore.errors import (
     Cancelled,
+    ChainBroken,
     CorruptResource,
     InvalidName,
     InvalidRange,
+    LogCorrupt,
     ReadOnlyError,
+    RecordCorrupt,
+    RecordMissing,
+    RecordOutOfOrder,
     ResourceClosed,
     ResourceExists,
     ResourceFailed,
@@ -36,6 +41,8 @@ from shmstore.errors import (
     StorageError,
     StorageFull,
     TmpClaimed,
+    TornRecord,
+    WriterActive,
     WriterDied,
 )
 
@@ -224,6 +231,13 @@ ERROR_SAMPLES: list[tuple[StorageError, dict[str, object]]] = [
     (SourceChanged("s3://b/k", "ETag"), {"url": "s3://b/k", "why": "ETag"}),
     (SourceNotFound("s3://b/k", "NoSuchKey"), {"url": "s3://b/k", "why": "NoSuchKey"}),
     (SourceDenied("s3://b/k", "AccessDenied"), {"url": "s3://b/k", "why": "AccessDenied"}),
+    (LogCorrupt("bad settings"), {}),
+    (TornRecord(4096, "zeros"), {"where": 4096, "why": "zeros"}),
+    (RecordCorrupt(108, "CRC mismatch"), {"where": 108, "why": "CRC mismatch"}),
+    (RecordMissing(7, "not there"), {"where": 7, "why": "not there"}),
+    (RecordOutOfOrder(7, "swapped"), {"where": 7, "why": "swapped"}),
+    (ChainBroken(9, "link"), {"where": 9, "why": "link"}),
+    (WriterActive("a writer holds it"), {}),
 ]
 
 
@@ -232,6 +246,7 @@ def test_every_error_class_is_sampled() -> None:
         obj
         for _, obj in inspect.getmembers(errors_mod, inspect.isclass)
         if issubclass(obj, BaseException) and obj.__module__ == errors_mod.__name__
+        and not obj.__name__.startswith("_")
     }
     assert classes == {type(e) for e, _ in ERROR_SAMPLES}
     assert set(errors_mod.__all__) == {c.__name__ for c in classes}
