@@ -38,6 +38,21 @@ def records(where: dict[str, str]) -> list[bytes]:
         return [bytes(r.payload) for r in log.read_from(0, 1 << 30)]
 
 
+@contextlib.contextmanager
+def background(*argv: str | Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The CLI running in the background; killed and reaped at the end, whatever happens."""
+    proc = subprocess.Popen([*CLI, *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
 @pytest.fixture
 def log_name(name: str) -> Iterator[str]:
     """A shared-memory log's name; the log is removed at the end, however the test ends."""
@@ -144,9 +159,7 @@ def test_tail_from_an_offset_the_last_n_and_in_every_format(log_name: str) -> No
 def test_tail_f_gets_records_from_other_processes_and_exits_130_on_sigint(
         log_name: str) -> None:
     ok("append", log_name, "--create", "first")
-    tail = subprocess.Popen([*CLI, "tail", log_name, "-f", "--from", "0", "--offsets"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with background("tail", log_name, "-f", "--from", "0", "--offsets") as tail:
         lines = Lines(tail.stdout)  # type: ignore[arg-type]
         assert lines.take(1) == ["0\tfirst"]
         # each `append` is a writer process that exits: tail -f waits for the next one
@@ -163,20 +176,12 @@ def test_tail_f_gets_records_from_other_processes_and_exits_130_on_sigint(
         assert tail.wait(WAIT) == 130
         err = tail.stderr.read()  # type: ignore[union-attr]
         assert err == b"", err  # quietly: no traceback
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(60)
 def test_tail_f_follows_a_log_on_disk_across_segments_and_writers(log_dir: Path) -> None:
     ok("append", "--path", log_dir, "--create", "--segment-size", "4K", "start")
-    tail = subprocess.Popen([*CLI, "tail", "--path", str(log_dir), "-f", "--hex"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with background("tail", "--path", log_dir, "-f", "--hex") as tail:
         lines = Lines(tail.stdout)  # type: ignore[arg-type]
         assert lines.take(1) == [b"start".hex()]  # tail -f runs, and no writer is left
         # a writer process comes, fills several segments and leaves, all while tail -f
@@ -194,12 +199,6 @@ def test_tail_f_follows_a_log_on_disk_across_segments_and_writers(log_dir: Path)
         assert len(json.loads(ok("inspect", "--path", log_dir, "--json"))["segments"]) > 8
         tail.send_signal(signal.SIGINT)
         assert tail.wait(WAIT) == 130
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(60)
@@ -233,20 +232,12 @@ def test_tail_f_ends_without_a_writer_or_after_its_timeout(log_name: str) -> Non
 def test_tail_into_a_closed_pipe_exits_quietly(log_name: str) -> None:
     with shmstore.Log.create(log_name) as w:
         w.append([b"x" * 200] * 2000, fsync=False)  # far more than a pipe's buffer
-    tail = subprocess.Popen([*CLI, "tail", log_name, "--from", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with background("tail", log_name, "--from", "0") as tail:
         assert tail.stdout.read(10) == b"x" * 10  # type: ignore[union-attr]
         tail.stdout.close()  # type: ignore[union-attr]
         err = tail.stderr.read()  # type: ignore[union-attr]
         assert tail.wait(WAIT) == 0, err
         assert b"Traceback" not in err
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-        tail.stdout.close()  # type: ignore[union-attr]
-        tail.stderr.close()  # type: ignore[union-attr]
 
 
 @pytest.mark.timeout(60)
