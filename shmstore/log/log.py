@@ -800,6 +800,30 @@ class Log:
                     raise RecordMissing(off, f"segment {num} ends early")
             return off, (expected if off else None)
 
+    def _check(self) -> None:
+        """The invariants (tests call it after mutations; crash tests on what survived):
+        ``verify()`` holds; and for a writer, its next offset and chain head are the
+        log's, the active segment's index file, live index and frames agree entry for
+        entry, and nothing but zeros follows its last frame."""
+        count, head = self.verify()
+        if not self._writer:
+            return
+        assert (count, head) == (self._next, self._head if self._next else None), (
+            count, head, self._next)
+        seg = self._active
+        n = self._next - seg.first
+        idx = self._io.pread(self._idx_fd, self._io.size(self._idx_fd), 0)
+        assert len(idx) == F.IDX_HEADER.size + 8 * n, (len(idx), n)
+        assert F.unpack_idx_header(idx) == (seg.num, seg.first)
+        assert seg.live is not None
+        assert seg.live.ranges() == ([(0, 8 * n)] if n else []), seg.live.ranges()
+        assert bytes(seg.live.view(0, 8 * n)) == idx[F.IDX_HEADER.size:]
+        frames = self._scan(seg, n)
+        end = frames[-1].end if frames else F.CHECKPOINT_FRAME
+        assert end == self._pos, (end, self._pos)
+        size = self._io.size(seg.data_fd)
+        assert _nonzero_extent(self._io.map(seg.data_fd, size), self._pos) == 0
+
     def _scan(self, seg: _Segment, count: int) -> list[F.Frame]:
         """Every frame of the segment's first ``count`` records, in file order, each
         checked against the index."""

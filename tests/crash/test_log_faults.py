@@ -247,6 +247,7 @@ class Trial:
         # recovery
         w = Log.open(path=self.path, mode="a")
         try:
+            w._check()  # the recovered log's invariants, writer side
             n = w.next_offset
             assert n >= len(pre), (f"recovery cut records a reader had been served: "
                                    f"{len(pre)} served before, {n} after ({w.recovered})")

@@ -95,6 +95,7 @@ def test_append_read_roundtrip_across_segments(logs: Logs) -> None:
     for i in range(0, 300, 7):
         nxt, head = w.append(payloads[i:i + 7], fsync=i % 2 == 0)
         assert nxt == min(i + 7, 300)
+        w._check()
     assert head == _chain(payloads) == w.latest_chain_hash
     assert w.segment_count > 5
     r = logs.open(logs.key(w))
@@ -377,6 +378,7 @@ def test_torn_tail_is_cut_even_when_the_index_loads(tmp_path: Path) -> None:
     try:
         assert w.recovered["cut_bytes"] == 150
         assert w.recovered["index_entries_dropped"] == 2
+        w._check()
         assert w.next_offset == 10 and w.latest_chain_hash == _chain(payloads)
         w.append([b"eleventh"])
         assert wk.read_all(w) == [*payloads, b"eleventh"]
@@ -420,6 +422,7 @@ def test_restart_with_many_segments_restores_the_true_chain_head(tmp_path: Path)
     try:
         assert w.latest_chain_hash == head == _chain(payloads)
         assert w.recovered["cut_bytes"] == 0
+        w._check()
         w.append([b"more"])
         assert w.verify() == (501, _chain([*payloads, b"more"]))
         r = shmstore.Log.open(path=d)
