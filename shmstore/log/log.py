@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -114,6 +115,7 @@ _CURSOR = struct.Struct("<4s4xQI4x")
 _WRITER_BYTE = 0
 _LIVE_CAPACITY = 1 << 16
 _ENTRY = struct.Struct("<Q")
+_CREATING = ".creating-"  # suffix of a log being created, before its rename into place
 _OPEN_SEALED = 16  # sealed segments a handle keeps open and mapped (least recently used go)
 
 
@@ -223,8 +225,13 @@ class Log:
         if os.path.lexists(directory):
             raise ResourceExists(f"{directory} already exists")
         parent = os.path.dirname(os.path.abspath(directory)) or "."
-        tmp = f"{directory}.creating-{uuid.uuid4().hex[:8]}"
+        _reap_dead_creations(directory)
+        tmp = f"{directory}{_CREATING}{uuid.uuid4().hex[:8]}"
         os.mkdir(tmp, 0o700)
+        # the claim on the half-made log: held until it is renamed into place, released
+        # by the kernel if this process dies first (then the next create removes it)
+        claim = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(claim, fcntl.LOCK_EX)
         try:
             _write_whole(io, os.path.join(tmp, "LOG"), F.pack_settings(settings))
             os.mkdir(os.path.join(tmp, "cursors"), 0o700)
@@ -238,6 +245,8 @@ class Log:
         except BaseException:
             _rmtree(tmp)
             raise
+        finally:
+            os.close(claim)
         return cls(kind, directory, name, writer=True, io=io)
 
     @classmethod
@@ -1390,6 +1399,31 @@ def _unlink_live(instance: bytes, k: int) -> None:
         r.unlink()
     finally:
         r.close()
+
+
+def _reap_dead_creations(directory: str) -> None:
+    """Remove the half-made logs of creators of ``directory`` that died (their claim, a
+    ``flock`` on the temp directory, is free), and only those."""
+    parent = os.path.dirname(os.path.abspath(directory)) or "."
+    prefix = os.path.basename(directory) + _CREATING
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for n in names:
+        path = os.path.join(parent, n)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not renamed meanwhile
+                _rmtree(path)
+        except OSError:
+            pass  # a live creator holds it, or it went away
+        finally:
+            os.close(fd)
 
 
 def _rmtree(path: str) -> None:

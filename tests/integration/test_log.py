@@ -630,3 +630,38 @@ def test_a_reader_sees_segments_of_a_writer_that_came_and_went(tmp_path: Path) -
         bytes([i]) * 300 for i in range(60)]
     assert r.wait_for(12, timeout=1) == 60
     r.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_creator_killed_mid_create_leaves_nothing_the_next_create_keeps(
+        tmp_path: Path) -> None:
+    """A creator killed before its log was renamed into place leaves a half-made
+    ``<dir>.creating-*``; the next create of that path removes it (its claim is free)
+    and never one whose creator is alive."""
+    d = tmp_path / "l"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child dies inside create
+        from shmstore.log import log as L
+
+        def die(*a: object, **kw: object) -> None:
+            os.kill(os.getpid(), 9)
+
+        L._make_segment = die  # type: ignore[assignment]
+        shmstore.Log.create(path=d)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    left = [n for n in os.listdir(tmp_path) if n.startswith("l.creating-")]
+    assert len(left) == 1 and not d.exists()
+    # a live creator's claim is respected: hold one as a creator would
+    live = tmp_path / "l.creating-live0000"
+    live.mkdir()
+    import fcntl
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        shmstore.Log.create(path=d).close()
+        assert sorted(os.listdir(tmp_path)) == ["l", "l.creating-live0000"]
+    finally:
+        os.close(fd)
+    shmstore.Log.remove(path=d)
