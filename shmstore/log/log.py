@@ -39,11 +39,16 @@ writer-death detection are the core's (no polling). Rotation commits the live in
 final length: readers parked past it see EOF and move to the next segment, whose live index
 exists before that commit. Each writer session creates a fresh live index (recovery may have
 cut records an old one still covers); a reader whose wait ends in ``WriterDied`` re-opens it
-and keeps waiting if a new writer is there.
+and keeps waiting if a new writer is there. A reader that finds no live index, or one whose
+writer is gone (it may have died before filling it), counts the active segment's records
+from its index file instead, each entry served only if it leads to a valid record of the
+right offset, and re-lists the segments (a writer may have come, rotated and gone).
 
 Recovery, on every writer open: scan the active segment from its first checkpoint, checking
 each frame's CRC, offset, chain link and checkpoint placement; cut at the first frame that
-fails (a torn write, garbage, a dangling checkpoint); zero what follows; rewrite the index
+fails (a torn write, garbage, a dangling checkpoint), after reading the segment a second
+time, afresh, to agree (a transient read error must not cost durable records); zero what
+follows; rewrite the index
 entries past the first one that disagrees with the scan; restore the chain head from the
 last good record (or the segment's first checkpoint, which carries the previous segment's
 head, checked against its sealed index). Nothing after a cut is ever served.
