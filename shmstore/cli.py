@@ -274,12 +274,6 @@ def _log_open(args: argparse.Namespace, mode: str = "r") -> Log:
                                ) from None
 
 
-def _log_settings(log: Log) -> log_format.Settings:
-    """The log's settings, from its LOG file (written once, at creation)."""
-    with open(os.path.join(log.path, "LOG"), "rb") as f:
-        return log_format.unpack_settings(f.read(log_format.SETTINGS.size + 1))
-
-
 _LOG_CREATE_OPTS = ("segment_size", "checkpoint_every", "max_record", "compress")
 
 
@@ -333,7 +327,7 @@ def _log_append(args: argparse.Namespace) -> int:
         except FileExistsError:  # created by another process meanwhile
             w = _log_open(args, "a")
     with w:
-        settings = _log_settings(w)
+        settings = w.settings
         if not created:
             differ = [f"{k} is {getattr(settings, k)}, not {v}" for k, v in asked.items()
                       if getattr(settings, k) != v]

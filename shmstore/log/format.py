@@ -59,6 +59,7 @@ __all__ = [
     "decode_payload",
     "encode_checkpoint",
     "encode_record",
+    "idx_entries",
     "pack_idx_header",
     "pack_idx_trailer",
     "pack_settings",
@@ -220,6 +221,14 @@ def unpack_idx_header(raw: bytes | memoryview) -> tuple[int, int]:
             or bytes(raw[28:32]) != b"\0\0\0\0"):
         raise LogCorrupt("not a shmstore log index header")
     return segment, first
+
+
+def idx_entries(raw: bytes, count: int | None = None) -> memoryview:
+    """The u64 positions of an index file's bytes: ``count`` of them, or every whole one
+    after the header."""
+    if count is None:
+        count = max(0, (len(raw) - IDX_HEADER.size) // 8)
+    return memoryview(raw)[IDX_HEADER.size:IDX_HEADER.size + 8 * count].cast("Q")
 
 
 def pack_idx_trailer(entries_and_header: bytes | memoryview, count: int, head: bytes) -> bytes:

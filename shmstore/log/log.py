@@ -73,6 +73,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 import struct
 import threading
 import time
@@ -359,6 +360,12 @@ class Log:
         return self._kind
 
     @property
+    def settings(self) -> F.Settings:
+        """What the log was created with (fixed for its life): ``segment_size``,
+        ``checkpoint_every``, ``max_record``, ``compress``."""
+        return self._settings
+
+    @property
     def writable(self) -> bool:
         return self._writer
 
@@ -545,8 +552,8 @@ class Log:
         except LogCorrupt:
             ok_header = False
         if ok_header:
-            have = (idx_size - F.IDX_HEADER.size) // 8
-            old = memoryview(raw)[F.IDX_HEADER.size:F.IDX_HEADER.size + 8 * have].cast("Q")
+            old = F.idx_entries(raw)
+            have = len(old)
             while keep < min(have, len(entries)) and old[keep] == entries[keep]:
                 keep += 1
             dropped = have - keep
@@ -941,11 +948,7 @@ class Log:
     def _first_of(self, k: int) -> int:
         if k in self._segs:
             return self._segs[k].first
-        fd = self._io.open(self._seg_path(k) + ".seg")
-        try:
-            raw = self._io.pread(fd, F.CHECKPOINT_FRAME, 0)
-        finally:
-            self._io.close(fd)
+        raw = self._read(self._seg_path(k) + ".seg", F.CHECKPOINT_FRAME)
         f = F.parse_frame(memoryview(raw), 0, len(raw), self._max)
         if f.kind != F.KIND_CHECKPOINT:
             raise LogCorrupt(f"{self._dir}: segment {k} does not start with a checkpoint")
@@ -977,11 +980,7 @@ class Log:
             # a bounded number stay mapped; views already handed out keep theirs alive
             self._close_segment(self._segs.pop(n))
         path = self._seg_path(k)
-        fd = self._io.open(path + ".idx")
-        try:
-            raw = self._io.pread(fd, self._io.size(fd), 0)
-        finally:
-            self._io.close(fd)
+        raw = self._read(path + ".idx")
         data_fd = self._io.open(path + ".seg")
         try:
             seg = _Segment(k, 0, sealed=True, data_fd=data_fd)
@@ -989,8 +988,7 @@ class Log:
             seg.count, seg.head = F.unpack_idx_trailer(raw)
             if num != k:
                 raise LogCorrupt(f"{path}.idx: index of segment {num}")
-            seg.entries = memoryview(raw)[F.IDX_HEADER.size:
-                                          F.IDX_HEADER.size + 8 * seg.count].cast("Q")
+            seg.entries = F.idx_entries(raw, seg.count)
             # validated against the file: positions rise, the first and last records are
             # where the index says, and the last one ends where the file does
             size = self._io.size(data_fd)
@@ -1078,18 +1076,19 @@ class Log:
                 self._count_from_index(seg)
             return seg.first + seg.count
 
+    def _read(self, path: str, size: int = -1) -> bytes:
+        """The first ``size`` bytes of a file of the log (all of it by default)."""
+        fd = self._io.open(path)
+        try:
+            return self._io.pread(fd, self._io.size(fd) if size < 0 else size, 0)
+        finally:
+            self._io.close(fd)
+
     def _count_from_index(self, seg: _Segment) -> None:
         """No live index (no writer since the machine started, or it closed): the index
         file's entries, served only as far as each one leads to the record it should."""
-        fd = self._io.open(self._seg_path(seg.num) + ".idx")
-        try:
-            raw = self._io.pread(fd, self._io.size(fd), 0)
-        finally:
-            self._io.close(fd)
-        have = max(0, (len(raw) - F.IDX_HEADER.size) // 8)
-        entries = memoryview(raw)[F.IDX_HEADER.size:F.IDX_HEADER.size + 8 * have].cast("Q")
-        seg.entries = entries
-        for n in range(seg.count, have):
+        seg.entries = F.idx_entries(self._read(self._seg_path(seg.num) + ".idx"))
+        for n in range(seg.count, len(seg.entries)):
             try:
                 self._frame(seg, n)
             except LogCorrupt:
@@ -1432,5 +1431,4 @@ def _reap_dead_creations(directory: str) -> None:
 
 
 def _rmtree(path: str) -> None:
-    import shutil
     shutil.rmtree(path, ignore_errors=True)
